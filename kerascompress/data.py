@@ -1,0 +1,137 @@
+"""Turn the user's ``data`` argument into calibration, fine-tuning and evaluation splits.
+
+``optimize`` accepts a ``tf.data.Dataset``, an ``(x, y)`` pair of arrays, or ``x``
+alone. Passes need different slices of it (a few hundred calibration samples, a
+training set for fine-tuning, a held-out set to measure accuracy), and the held-out
+part must never be trained on.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from kerascompress.errors import DataError
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """Data split for the pipeline. ``y`` arrays are None when no labels were given."""
+
+    x_train: Any
+    y_train: Optional[np.ndarray]
+    x_eval: Any
+    y_eval: Optional[np.ndarray]
+    calibration_samples: int = 256
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y_eval is not None
+
+    @property
+    def can_train(self) -> bool:
+        return self.y_train is not None and _length(self.x_train) > 0
+
+    def calibration(self, n: Optional[int] = None) -> Any:
+        """The first ``n`` training inputs (default ``calibration_samples``)."""
+        n = n or self.calibration_samples
+        return _take(self.x_train if _length(self.x_train) else self.x_eval, n)
+
+
+def _length(x: Any) -> int:
+    if isinstance(x, (list, tuple)):
+        return len(x[0]) if x else 0
+    if isinstance(x, dict):
+        return len(next(iter(x.values()))) if x else 0
+    return 0 if x is None else len(x)
+
+
+def _take(x: Any, n: int) -> Any:
+    if isinstance(x, (list, tuple)):
+        return [a[:n] for a in x]
+    if isinstance(x, dict):
+        return {k: v[:n] for k, v in x.items()}
+    return x[:n]
+
+
+def _as_arrays(data: Any) -> tuple[Any, Optional[np.ndarray]]:
+    """(x, y) numpy from a Dataset, a tuple, or bare inputs."""
+    try:
+        import tensorflow as tf
+
+        is_dataset = isinstance(data, tf.data.Dataset)
+    except ImportError:  # pragma: no cover - tensorflow is a hard dependency
+        is_dataset = False
+    if is_dataset:
+        xs, ys = [], []
+        for element in data.as_numpy_iterator():
+            if isinstance(element, tuple) and len(element) >= 2:
+                xs.append(element[0])
+                ys.append(element[1])
+            else:
+                xs.append(element)
+        if not xs:
+            raise DataError("the dataset passed as `data` is empty")
+        batched = np.ndim(xs[0]) > 0 and len(xs) > 1 and np.shape(xs[0])[1:] == np.shape(xs[-1])[1:]
+        x = np.concatenate(xs) if batched else np.stack(xs)
+        y = (np.concatenate(ys) if batched else np.stack(ys)) if ys else None
+        return x, y
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        return x, None if y is None else np.asarray(y)
+    if isinstance(data, (np.ndarray, list, dict)):
+        return data, None
+    raise DataError(
+        f"`data` must be a tf.data.Dataset, an (x, y) tuple of arrays or an array of inputs; "
+        f"got {type(data).__name__}"
+    )
+
+
+def make_bundle(
+    data: Any,
+    eval_fraction: float = 0.2,
+    calibration_samples: int = 256,
+    seed: int = 0,
+    max_eval: int = 2000,
+) -> DataBundle:
+    """Split ``data`` into training and held-out evaluation parts, shuffled with ``seed``.
+
+    ``data`` may also be a `DataBundle` (returned as is) or a dict with keys
+    ``train`` and ``eval`` holding (x, y) tuples, for users who split themselves.
+    """
+    if isinstance(data, DataBundle):
+        return data
+    if isinstance(data, dict) and set(data) >= {"train", "eval"}:
+        xt, yt = _as_arrays(data["train"])
+        xe, ye = _as_arrays(data["eval"])
+        return DataBundle(xt, yt, xe, ye, calibration_samples)
+    x, y = _as_arrays(data)
+    n = _length(x)
+    if n < 2:
+        raise DataError(f"`data` has {n} samples; give at least a few hundred for calibration and evaluation")
+    if y is not None and len(y) != n:
+        raise DataError(f"`data` has {n} inputs but {len(y)} labels; they must match")
+    order = np.random.default_rng(seed).permutation(n)
+    n_eval = min(max_eval, max(1, int(round(n * eval_fraction))))
+    ev, tr = order[:n_eval], order[n_eval:]
+    pick = lambda a, idx: ([v[idx] for v in a] if isinstance(a, (list, tuple)) else  # noqa: E731
+                           {k: v[idx] for k, v in a.items()} if isinstance(a, dict) else np.asarray(a)[idx])
+    return DataBundle(
+        pick(x, tr), None if y is None else y[tr], pick(x, ev), None if y is None else y[ev], calibration_samples
+    )
+
+
+def check_inputs(x: Any, input_shapes: Sequence[tuple]) -> None:
+    """Raise a `DataError` naming the mismatch when ``x`` does not fit the model's inputs."""
+    arrays = list(x) if isinstance(x, (list, tuple)) else list(x.values()) if isinstance(x, dict) else [x]
+    if len(arrays) != len(input_shapes):
+        raise DataError(f"the model has {len(input_shapes)} inputs but `data` provides {len(arrays)}")
+    for i, (a, shape) in enumerate(zip(arrays, input_shapes)):
+        got = tuple(np.shape(a)[1:])
+        want = tuple(shape[1:])
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+            raise DataError(
+                f"input {i}: the model expects samples of shape {want} but `data` has {got}; "
+                f"reshape or resize the data to the model's input"
+            )

@@ -1,0 +1,117 @@
+"""The pass protocol: what every compression pass declares, asks and returns.
+
+A pass maps a `ModelState` (a Keras model plus the precision it will be exported at)
+to a new one. Before it runs the driver asks `Pass.gate(target, state)`; a pass the
+target cannot use is skipped with the gate's reason. Passes know nothing of export
+formats: precision is carried as a `PrecisionPlan` the exporters read.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, Optional
+
+import keras
+
+from kerascompress.data import DataBundle
+from kerascompress.targets.target import Target
+
+#: What a pass is expected to buy on a target.
+BENEFITS = ("size+latency", "size", "latency", "accuracy", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionPlan:
+    """The number format a model is to be exported at.
+
+    ``mode``: "float32", "fp16", "dynamic" (int8 weights, float compute), "int8"
+    (full integer, float fallback allowed for ``float_layers``), or "mixed" (per-layer;
+    ``layer_precisions`` maps Keras layer name -> "int8" | "fp16" | "fp32").
+    ``int8_io``: inputs and outputs are int8 too (required by integer-only targets).
+    ``calibration``: how activation ranges are chosen ("minmax", "percentile", "mse").
+    """
+
+    mode: str = "float32"
+    float_layers: tuple[str, ...] = ()
+    layer_precisions: tuple[tuple[str, str], ...] = ()
+    int8_io: bool = False
+    calibration: str = "minmax"
+
+    @property
+    def is_float32(self) -> bool:
+        return self.mode == "float32"
+
+
+@dataclasses.dataclass
+class ModelState:
+    """A Keras model together with the precision plan it will be exported at."""
+
+    model: keras.Model
+    precision: PrecisionPlan = dataclasses.field(default_factory=PrecisionPlan)
+
+    def replace(self, **changes: Any) -> "ModelState":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """A target's answer to a pass: may it run, and what will it buy there."""
+
+    allowed: bool
+    reason: str = ""
+    benefit: str = "size+latency"  # one of BENEFITS
+
+    @classmethod
+    def allow(cls, benefit: str = "size+latency", reason: str = "") -> "Gate":
+        return cls(True, reason, benefit)
+
+    @classmethod
+    def refuse(cls, reason: str) -> "Gate":
+        return cls(False, reason, "none")
+
+
+@dataclasses.dataclass
+class PassContext:
+    """What a pass may use while it runs, besides the state it transforms."""
+
+    target: Target
+    data: Optional[DataBundle] = None
+    teacher: Optional[keras.Model] = None  # the caller's original model (never modified)
+    progress: Callable[[str], None] = print
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class PassOutput:
+    """A pass's result: the new state and details for the report (JSON-serialisable)."""
+
+    state: ModelState
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Pass(abc.ABC):
+    """A compression step. Subclasses set ``name`` and implement `gate` and `apply`.
+
+    ``apply`` must not modify ``state.model``: it builds and returns a new model (or the
+    same object when it changes only the precision plan).
+    """
+
+    name: str = "pass"
+    #: True when the pass needs data (calibration or fine-tuning) to run.
+    needs_data: bool = False
+
+    @abc.abstractmethod
+    def gate(self, target: Target, state: ModelState) -> Gate:
+        """Ask the target whether this pass can run on it and what it buys there."""
+
+    @abc.abstractmethod
+    def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        """Run the pass and return the new state."""
+
+    def config(self) -> dict[str, Any]:
+        """The pass's parameters, for the report."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
