@@ -14,32 +14,11 @@ from typing import Any, Callable, Optional
 import keras
 
 from kerascompress.data import DataBundle
+from kerascompress.precision import PrecisionPlan
 from kerascompress.targets.target import Target
 
 #: What a pass is expected to buy on a target.
 BENEFITS = ("size+latency", "size", "latency", "accuracy", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class PrecisionPlan:
-    """The number format a model is to be exported at.
-
-    ``mode``: "float32", "fp16", "dynamic" (int8 weights, float compute), "int8"
-    (full integer, float fallback allowed for ``float_layers``), or "mixed" (per-layer;
-    ``layer_precisions`` maps Keras layer name -> "int8" | "fp16" | "fp32").
-    ``int8_io``: inputs and outputs are int8 too (required by integer-only targets).
-    ``calibration``: how activation ranges are chosen ("minmax", "percentile", "mse").
-    """
-
-    mode: str = "float32"
-    float_layers: tuple[str, ...] = ()
-    layer_precisions: tuple[tuple[str, str], ...] = ()
-    int8_io: bool = False
-    calibration: str = "minmax"
-
-    @property
-    def is_float32(self) -> bool:
-        return self.mode == "float32"
 
 
 @dataclasses.dataclass
