@@ -78,6 +78,8 @@ class Pass(abc.ABC):
     name: str = "pass"
     #: True when the pass needs data (calibration or fine-tuning) to run.
     needs_data: bool = False
+    #: True when it needs labelled training data (fine-tuning).
+    needs_labels: bool = False
 
     @abc.abstractmethod
     def gate(self, target: Target, state: ModelState) -> Gate:

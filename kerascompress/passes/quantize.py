@@ -1,0 +1,88 @@
+"""`Quantize`: choose the number format the model is exported at, if the target can use it.
+
+Quantization changes no Keras weights here: it sets the state's `PrecisionPlan`, which
+the exporters obey. What it may buy depends on the target's kernels: FP16 on a CPU
+that computes in FP32 is storage only; an integer-only accelerator accepts nothing but
+a full-integer model with int8 input and output.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
+from kerascompress.precision import PrecisionPlan
+from kerascompress.targets.target import Kernel, Target
+
+#: Which target precision each mode's speed depends on.
+_KERNEL_OF_MODE = {"fp16": "fp16", "dynamic": "int8", "int8": "int8"}
+
+
+class Quantize(Pass):
+    """Export at ``mode`` = "int8" (full integer), "dynamic" (int8 weights) or "fp16".
+
+    ``float_layers`` keeps the named Keras layers in float inside an int8 model (not
+    allowed on integer-only targets). ``int8_io`` forces int8 inputs/outputs; by default
+    they are int8 exactly when the target requires a full-integer model.
+    """
+
+    name = "quantize"
+
+    def __init__(
+        self,
+        mode: str = "int8",
+        float_layers: Sequence[str] = (),
+        int8_io: Optional[bool] = None,
+        calibration: str = "minmax",
+    ) -> None:
+        if mode not in _KERNEL_OF_MODE:
+            from kerascompress.errors import ConfigError
+
+            raise ConfigError(f"Quantize mode must be one of {sorted(_KERNEL_OF_MODE)}, got {mode!r}")
+        self.mode = mode
+        self.float_layers = tuple(float_layers)
+        self.int8_io = int8_io
+        self.calibration = calibration
+        self.name = f"quantize:{mode}"
+
+    @property
+    def needs_data(self) -> bool:  # type: ignore[override]
+        return self.mode == "int8"
+
+    def gate(self, target: Target, state: ModelState) -> Gate:
+        if not state.precision.is_float32:
+            return Gate.refuse(f"the model is already exported as {state.precision.describe()} by an earlier pass")
+        if target.full_integer_only and self.mode != "int8":
+            return Gate.refuse(
+                f"{target.name} runs only full-integer models (int8 in and out); {self.mode} keeps float compute"
+            )
+        if target.full_integer_only and self.float_layers:
+            return Gate.refuse(f"{target.name} has no float fallback; cannot keep {list(self.float_layers)} in float")
+        precision = _KERNEL_OF_MODE[self.mode]
+        kernel = target.kernel(precision)
+        source = target.source(f"precisions.{precision}")
+        cite = f" (source: {source})" if source else ""
+        if kernel is Kernel.NONE:
+            return Gate.refuse(f"{target.name} has no {precision} kernels{cite}")
+        if self.mode == "dynamic":
+            return Gate.allow(
+                "size",
+                f"dynamic range: int8 weights, float activations; size only unless {target.name}'s runtime has hybrid kernels",
+            )
+        if kernel is Kernel.STORAGE:
+            return Gate.allow(
+                "size",
+                f"{precision} is storage-only on {target.name}: computed in a wider format, so it halves or quarters "
+                f"the file but buys no speed{cite}",
+            )
+        return Gate.allow("size+latency", f"{target.name} has fast {precision} kernels{cite}")
+
+    def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        int8_io = ctx.target.full_integer_only if self.int8_io is None else self.int8_io
+        mode = "float32" if self.mode == "float32" else self.mode
+        plan = PrecisionPlan(
+            mode=mode,
+            float_layers=self.float_layers if mode == "int8" else (),
+            int8_io=bool(int8_io) and mode == "int8",
+            calibration=self.calibration,
+        )
+        return PassOutput(state.replace(precision=plan), {"plan": plan.describe()})

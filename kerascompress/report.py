@@ -1,0 +1,138 @@
+"""The optimization report: what each pass did, why, and what it bought.
+
+Every pass appears once with a status (applied, skipped, rolled back, failed), the
+reason, and the metrics before and after it, so a user can see which step paid and
+which did not without re-running anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+STATUSES = ("applied", "skipped", "rolled back", "failed")
+
+
+@dataclasses.dataclass
+class Metrics:
+    """Measurements of one model state, on the artifact the target will run."""
+
+    params: int
+    macs: int
+    precision: str
+    size_bytes: Optional[int] = None  # the deployable artifact (.tflite or .onnx)
+    gzip_bytes: Optional[int] = None
+    latency_ms: Optional[float] = None  # median on the target runtime, when it runs here
+    latency_p90_ms: Optional[float] = None
+    accuracy: Optional[float] = None  # on held-out labelled data
+    top1_agreement: Optional[float] = None  # with the original Keras model
+    max_abs_error: Optional[float] = None  # against the original Keras model's outputs
+    runtime: str = ""
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """One pass of the pipeline and its outcome."""
+
+    name: str
+    config: dict[str, Any]
+    status: str
+    reason: str = ""
+    benefit: str = ""  # what the target lets this pass buy: size+latency, size, ...
+    before: Optional[Metrics] = None
+    after: Optional[Metrics] = None
+    latency_ratio: Optional[float] = None  # after / before, timed interleaved in one run
+    seconds: float = 0.0
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+@dataclasses.dataclass
+class Report:
+    """The whole run: target, constraints, baseline, each step, final result, artifacts."""
+
+    model_name: str
+    target: dict[str, Any]
+    constraints: dict[str, Any]
+    baseline: Optional[Metrics] = None
+    final: Optional[Metrics] = None
+    final_latency_ratio: Optional[float] = None  # final / baseline, interleaved
+    steps: list[StepRecord] = dataclasses.field(default_factory=list)
+    artifacts: dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    constraints_met: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+    def step(self, name: str) -> StepRecord:
+        """The first step named ``name`` (KeyError if none)."""
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(f"no step named {name!r}; steps: {[s.name for s in self.steps]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: Optional[Path] = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, default=_jsonable)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_markdown(self) -> str:
+        lines = [f"# kerascompress report: {self.model_name}", ""]
+        t = self.target
+        lines.append(f"Target: **{t.get('name')}** ({t.get('runtime')}, {t.get('device')}, {t.get('arch')})")
+        lines.append("")
+        lines.append("| step | status | precision | params | MACs | bytes | gzip | latency ms | latency ratio | accuracy | top-1 agree | why |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        if self.baseline is not None:
+            lines.append(_row("baseline (float32)", "", self.baseline, None, ""))
+        for s in self.steps:
+            m = s.after if s.status == "applied" else s.before
+            why = s.reason + (f" [buys: {s.benefit}]" if s.benefit and s.status == "applied" else "")
+            lines.append(_row(s.name, s.status, m, s.latency_ratio, why))
+        if self.final is not None:
+            lines.append(_row("**final**", "", self.final, self.final_latency_ratio, "ratio against baseline"))
+        if self.constraints_met:
+            lines += ["", "Constraints: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in self.constraints_met.items())]
+        if self.artifacts:
+            lines += ["", "Artifacts:"] + [f"- {k}: {v if v else 'not produced'}" for k, v in self.artifacts.items()]
+        if self.notes:
+            lines += ["", "Notes:"] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any, spec: str = "") -> str:
+    if v is None:
+        return "-"
+    return format(v, spec) if spec else str(v)
+
+
+def _row(name: str, status: str, m: Optional[Metrics], ratio: Optional[float], why: str) -> str:
+    if m is None:
+        cells = ["-"] * 9
+    else:
+        cells = [
+            m.precision,
+            _fmt(m.params, ","),
+            _fmt(m.macs, ","),
+            _fmt(m.size_bytes, ","),
+            _fmt(m.gzip_bytes, ","),
+            _fmt(m.latency_ms, ".3f"),
+            _fmt(ratio, ".2f") + ("x" if ratio is not None else ""),
+            _fmt(m.accuracy, ".4f"),
+            _fmt(m.top1_agreement, ".4f"),
+        ]
+    return "| " + " | ".join([name, status] + cells + [why.replace("|", "/")]) + " |"
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
