@@ -1,2 +1,32 @@
-"""kerascompress: make trained Keras 3 models smaller and faster on their real target."""
+"""kerascompress: make trained Keras 3 models smaller and faster on their real target.
+
+    import kerascompress as kc
+    result = kc.optimize(model, target="auto", data=(x, y))
+"""
 __version__ = "0.1.0"
+
+from kerascompress import errors, passes, targets  # noqa: E402
+from kerascompress.api import optimize  # noqa: E402
+from kerascompress.api_types import Constraints, OptimizeResult  # noqa: E402
+from kerascompress.errors import (  # noqa: E402
+    ConfigError,
+    DataError,
+    ExportError,
+    KerasCompressError,
+    UnsupportedModelError,
+    UnsupportedOnTarget,
+)
+from kerascompress.targets.target import Target  # noqa: E402
+
+
+def validate(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Compare an artifact with its Keras reference; see `kerascompress.validate.validate`."""
+    from kerascompress.validate import validate as _validate
+
+    return _validate(*args, **kwargs)
+
+
+__all__ = [
+    "optimize", "validate", "Constraints", "OptimizeResult", "Target", "passes", "targets", "errors",
+    "ConfigError", "DataError", "ExportError", "KerasCompressError", "UnsupportedModelError", "UnsupportedOnTarget",
+]

@@ -1,0 +1,157 @@
+"""The ``kerascompress`` command line (absl-py): optimize, validate, targets, demo."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("target", "auto", "Target profile name, a YAML path, or 'auto' for this host.")
+flags.DEFINE_string("out", None, "Output folder for the model, artifacts and report.")
+flags.DEFINE_string("recipe", "default", "Recipe name (configs/recipes) or YAML path.")
+flags.DEFINE_string(
+    "data", None, "Data: 'fashion_mnist', 'digits', or an .npz holding x and y (or x_train, y_train, x_eval, y_eval)."
+)
+flags.DEFINE_float("max_accuracy_drop", 0.01, "Largest accuracy drop allowed (0.01 = one point).")
+flags.DEFINE_string("reference", None, "validate: the Keras model the artifact must match.")
+flags.DEFINE_integer("runs", 50, "Timed runs for latency.")
+flags.DEFINE_integer("threads", 1, "Runtime threads for latency.")
+flags.DEFINE_integer("epochs", 3, "demo: training epochs for the Fashion-MNIST CNN (first run only; cached).")
+flags.DEFINE_string("cache_dir", None, "demo: where the trained model is cached (default ~/.cache/kerascompress).")
+flags.DEFINE_bool("strict", False, "Fail instead of skipping passes the target cannot use.")
+
+USAGE = """usage:
+  kerascompress optimize MODEL [--target T] [--out DIR] [--recipe R] [--data D]
+  kerascompress validate ARTIFACT --reference MODEL [--data D]
+  kerascompress targets
+  kerascompress demo [--out DIR] [--epochs N]
+"""
+
+
+def _load_data(spec: Optional[str]) -> Any:
+    """Data for the pipeline from a command-line spec (None when not given)."""
+    if spec is None:
+        return None
+    from kerascompress import datasets
+    from kerascompress.data import DataBundle
+    from kerascompress.errors import DataError
+
+    if spec == "fashion_mnist":
+        xt, yt = datasets.fashion_mnist("train", limit=10000)
+        xe, ye = datasets.fashion_mnist("test")
+        return DataBundle(xt, yt, xe, ye)
+    if spec == "digits":
+        x, y = datasets.digits()
+        return (x, y)
+    path = Path(spec)
+    if path.suffix == ".npz" and path.exists():
+        with __import__("numpy").load(path) as npz:
+            keys = set(npz.files)
+            if {"x_train", "x_eval"} <= keys:
+                return DataBundle(npz["x_train"], npz.get("y_train"), npz["x_eval"], npz.get("y_eval"))
+            if "x" in keys:
+                return (npz["x"], npz["y"] if "y" in keys else None)
+            raise DataError(f"{path} must hold arrays 'x' (and 'y'), or 'x_train', 'y_train', 'x_eval', 'y_eval'")
+    raise DataError(f"--data {spec!r}: give 'fashion_mnist', 'digits', or an existing .npz file")
+
+
+def cmd_targets() -> int:
+    from kerascompress import targets
+
+    host = targets.detect()
+    print(f"This host: {host.name} ({host.runtime}, {host.device}, {host.arch})")
+    print("  " + ", ".join(f"{p}: {k}" for p, k in sorted(host.to_dict()["precisions"].items())))
+    print("\nProfiles (configs/targets):")
+    for name in targets.list_profiles():
+        t = targets.load(name)
+        fast = [p for p in ("fp32", "fp16", "bf16", "int8", "fp8", "int4") if t.supports(p)]
+        print(f"  {name:28s} {t.runtime:9s} {t.device:4s} fast: {', '.join(fast) or '-'}   {t.description}")
+    return 0
+
+
+def cmd_optimize(model_path: str) -> int:
+    import kerascompress as kc
+
+    result = kc.optimize(
+        model_path,
+        target=FLAGS.target,
+        data=_load_data(FLAGS.data),
+        recipe=FLAGS.recipe,
+        constraints=kc.Constraints(max_accuracy_drop=FLAGS.max_accuracy_drop),
+        output_dir=FLAGS.out or "kerascompress_out",
+        strict=FLAGS.strict,
+        latency_runs=FLAGS.runs,
+    )
+    print(result.report.to_markdown())
+    return 0
+
+
+def cmd_validate(artifact: str) -> int:
+    import kerascompress as kc
+    from kerascompress.errors import ConfigError
+
+    if not FLAGS.reference:
+        raise ConfigError("validate needs --reference MODEL (the Keras model the artifact must match)")
+    data = _load_data(FLAGS.data)
+    if data is not None and not isinstance(data, tuple):
+        data = (data.x_eval, data.y_eval)
+    result = kc.validate(artifact, reference=FLAGS.reference, data=data, num_threads=FLAGS.threads, runs=FLAGS.runs)
+    print(json.dumps(_plain(result), indent=2, default=str))
+    return 0
+
+
+def _plain(obj: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def cmd_demo() -> int:
+    from kerascompress.demo import run_demo
+
+    report = run_demo(
+        out_dir=Path(FLAGS.out or "kerascompress_demo"),
+        cache_dir=Path(FLAGS.cache_dir) if FLAGS.cache_dir else None,
+        epochs=FLAGS.epochs,
+        target=FLAGS.target,
+    )
+    print(report.to_markdown())
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    from kerascompress.errors import KerasCompressError
+
+    args = list(argv[1:])
+    if not args or args[0] in ("help", "-h"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    try:
+        if command == "targets" and not rest:
+            return cmd_targets()
+        if command == "demo" and not rest:
+            return cmd_demo()
+        if command == "optimize" and len(rest) == 1:
+            return cmd_optimize(rest[0])
+        if command == "validate" and len(rest) == 1:
+            return cmd_validate(rest[0])
+    except KerasCompressError as exc:
+        print(f"kerascompress: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"kerascompress: bad command line {' '.join(args)!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def run() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
