@@ -1,0 +1,44 @@
+"""Splitting the user's data into calibration, training and held-out parts."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerascompress.data import DataBundle, check_inputs, make_bundle
+from kerascompress.errors import DataError
+
+
+def test_split_is_disjoint_and_keeps_pairs():
+    x = np.arange(100, dtype=np.float32).reshape(100, 1)
+    y = np.arange(100)
+    b = make_bundle((x, y), eval_fraction=0.2)
+    assert len(b.x_eval) == 20 and len(b.x_train) == 80
+    assert set(b.y_eval).isdisjoint(set(b.y_train))
+    np.testing.assert_array_equal(b.x_train[:, 0], b.y_train)  # pairs stay together
+    assert b.has_labels and b.can_train
+    assert len(b.calibration(10)) == 10
+
+
+def test_dataset_of_batches_and_unlabelled_inputs():
+    x = np.random.rand(64, 3).astype(np.float32)
+    y = np.arange(64) % 3
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    b = make_bundle(ds)
+    assert len(b.x_train) + len(b.x_eval) == 64
+    bare = make_bundle(x)
+    assert bare.y_eval is None and not bare.has_labels and not bare.can_train
+
+
+def test_bad_data_is_named():
+    with pytest.raises(DataError, match="inputs but 5 labels"):
+        make_bundle((np.zeros((10, 2)), np.zeros(5)))
+    with pytest.raises(DataError, match="must be a tf.data.Dataset"):
+        make_bundle("x.npy")
+    with pytest.raises(DataError, match=r"expects samples of shape \(8, 8, 1\) but `data` has \(28, 28, 1\)"):
+        check_inputs(np.zeros((2, 28, 28, 1)), [(None, 8, 8, 1)])
+    with pytest.raises(DataError, match="2 inputs"):
+        check_inputs(np.zeros((2, 3)), [(None, 3), (None, 3)])
+
+
+def test_bundle_passes_through():
+    b = DataBundle(np.zeros((3, 1)), None, np.zeros((2, 1)), None)
+    assert make_bundle(b) is b

@@ -1,0 +1,67 @@
+"""Gate decisions and plans of the Quantize pass, per kind of target."""
+import keras
+import pytest
+
+from kerascompress.errors import ConfigError
+from kerascompress.passes.base import ModelState, PassContext
+from kerascompress.passes.quantize import Quantize
+from kerascompress.precision import PrecisionPlan
+from kerascompress.targets.target import Kernel, Target
+
+X86 = Target(
+    "x86-test", precisions={"fp32": Kernel.FAST, "fp16": Kernel.STORAGE, "int8": Kernel.FAST},
+    sources={"precisions.fp16": "measured: FP16 computed in FP32"},
+)
+ARM_FP16 = Target("arm-test", arch="arm64", precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST, "int8": Kernel.FAST})
+EDGETPU = Target("tpu-test", device="npu", precisions={"int8": Kernel.FAST}, full_integer_only=True)
+NO_INT8 = Target("fp-only", precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST})
+
+
+@pytest.fixture
+def state():
+    inp = keras.Input((4,))
+    return ModelState(keras.Model(inp, keras.layers.Dense(2)(inp)))
+
+
+def test_fp16_on_x86_is_storage_only_with_source(state):
+    gate = Quantize("fp16").gate(X86, state)
+    assert gate.allowed and gate.benefit == "size"
+    assert "storage-only" in gate.reason and "measured: FP16 computed in FP32" in gate.reason
+
+
+def test_fp16_on_arm_with_fp16_arithmetic_buys_speed(state):
+    gate = Quantize("fp16").gate(ARM_FP16, state)
+    assert gate.allowed and gate.benefit == "size+latency"
+
+
+def test_integer_only_target_refuses_everything_but_full_int8(state):
+    for mode in ("fp16", "dynamic"):
+        gate = Quantize(mode).gate(EDGETPU, state)
+        assert not gate.allowed and "full-integer" in gate.reason
+    assert Quantize("int8").gate(EDGETPU, state).allowed
+    refused = Quantize("int8", float_layers=["dense"]).gate(EDGETPU, state)
+    assert not refused.allowed and "no float fallback" in refused.reason
+
+
+def test_int8_refused_without_int8_kernels(state):
+    gate = Quantize("int8").gate(NO_INT8, state)
+    assert not gate.allowed and "no int8 kernels" in gate.reason
+
+
+def test_second_precision_pass_is_refused_after_the_first(state):
+    quantized = state.replace(precision=PrecisionPlan("int8"))
+    gate = Quantize("fp16").gate(X86, quantized)
+    assert not gate.allowed and "already" in gate.reason
+
+
+def test_apply_sets_int8_io_on_integer_only_targets(state):
+    out = Quantize("int8").apply(state, PassContext(target=EDGETPU))
+    assert out.state.precision == PrecisionPlan("int8", int8_io=True)
+    assert out.state.model is state.model
+    out = Quantize("int8").apply(state, PassContext(target=X86))
+    assert out.state.precision.int8_io is False
+
+
+def test_unknown_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="mode"):
+        Quantize("int3")
