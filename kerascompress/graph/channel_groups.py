@@ -1,0 +1,265 @@
+"""Channel dependency groups: which channels of which layers must be removed together.
+
+Every channel a producer (Conv, Dense...) creates is a *unit*. Units flow through the
+graph by the layer rules (`layer_rules`): channel-wise layers pass them on, element-wise
+merges tie units of their inputs together (union-find), Concatenate stacks them,
+Flatten repeats them per spatial position. A `ChannelGroup` is a set of producers whose
+units are tied; its channels are the tied unit classes, so a group is scored and cut
+as a whole. Units reaching a model output, a model input, or a layer we do not
+understand freeze their whole group: we never guess.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from kerascompress.graph.layer_rules import ChannelMap, Freeze, rule_for
+
+
+class UnitTable:
+    """Union-find over units; each `new` call opens a *space* (one producer's output)."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.space: list[int] = []  # space id of each unit
+        self.space_parent: list[int] = []
+        self.space_owner: list[str] = []
+        self.frozen: dict[int, list[str]] = defaultdict(list)  # unit -> reasons (resolved later)
+        self._layer_units: dict[str, np.ndarray] = {}
+
+    def new(self, n: int, owner: str, frozen: Optional[str] = None) -> np.ndarray:
+        """``n`` fresh units created by node ``owner``."""
+        sid = len(self.space_parent)
+        self.space_parent.append(sid)
+        self.space_owner.append(owner)
+        start = len(self.parent)
+        units = np.arange(start, start + n, dtype=np.int64)
+        self.parent.extend(units.tolist())
+        self.space.extend([sid] * n)
+        if frozen:
+            self.freeze(units[:1], frozen)
+        return units
+
+    def new_for_layer(self, layer_name: str, n: int, owner: str) -> np.ndarray:
+        """Fresh units once per layer: the nodes of a shared layer produce the same channels."""
+        if layer_name not in self._layer_units:
+            self._layer_units[layer_name] = self.new(n, owner)
+        return self._layer_units[layer_name]
+
+    def find(self, u: int) -> int:
+        p = self.parent
+        root = u
+        while p[root] != root:
+            root = p[root]
+        while p[u] != root:
+            p[u], u = root, p[u]
+        return root
+
+    def _find_space(self, s: int) -> int:
+        p = self.space_parent
+        while p[s] != s:
+            p[s] = p[p[s]]
+            s = p[s]
+        return s
+
+    def union(self, a: Iterable[int], b: Iterable[int]) -> None:
+        """Tie ``a[i]`` to ``b[i]`` for every i."""
+        for x, y in zip(np.asarray(a).tolist(), np.asarray(b).tolist()):
+            rx, ry = self.find(x), self.find(y)
+            if rx != ry:
+                self.parent[max(rx, ry)] = min(rx, ry)
+            sx, sy = self._find_space(self.space[x]), self._find_space(self.space[y])
+            if sx != sy:
+                self.space_parent[max(sx, sy)] = min(sx, sy)
+
+    def freeze(self, units: Iterable[int], reason: str) -> None:
+        for u in np.asarray(units).reshape(-1).tolist():
+            self.frozen[u].append(reason)
+
+    def roots(self, m: np.ndarray) -> np.ndarray:
+        return np.fromiter((self.find(u) for u in m.tolist()), dtype=np.int64, count=len(m))
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    """Channels that are removed together, across every layer they flow through.
+
+    ``units`` holds one root unit id per prunable channel (the order used by importance
+    scores and selections); ``producers`` are the nodes creating them (where their weights
+    are scored); ``consumers`` the nodes reading them through weights; ``frozen`` the
+    reasons the group may not be pruned (empty when it may).
+    """
+
+    id: int
+    units: np.ndarray
+    producers: list[str]
+    consumers: list[str] = dataclasses.field(default_factory=list)
+    members: list[str] = dataclasses.field(default_factory=list)
+    frozen: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(len(self.units))
+
+    @property
+    def prunable(self) -> bool:
+        return not self.frozen
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "producers": list(self.producers),
+            "channels": self.size,
+            "frozen": list(self.frozen),
+        }
+
+
+@dataclasses.dataclass
+class ChannelGroups:
+    """The result of `find_channel_groups`: groups plus each tensor's channel map."""
+
+    groups: list[ChannelGroup]
+    maps: dict[tuple[str, int], ChannelMap]  # (node, output index) -> root unit per channel
+    order: list[str]  # nodes in topological order
+    rules: dict[str, Any]  # node -> LayerRule used
+    frozen_nodes: dict[str, str]  # node -> reason it froze its groups
+    unit_group: dict[int, int]  # root unit -> group id
+    unit_index: dict[int, int]  # root unit -> index within its group
+
+    @property
+    def prunable(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    @property
+    def frozen(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if not g.prunable]
+
+    def group_indices(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Group id and index in group of each channel of a channel map."""
+        gid = np.fromiter((self.unit_group[u] for u in m.tolist()), np.int64, len(m))
+        idx = np.fromiter((self.unit_index[u] for u in m.tolist()), np.int64, len(m))
+        return gid, idx
+
+
+def _ref(ref: Any) -> tuple[str, int]:
+    if isinstance(ref, tuple):
+        return ref[0], int(ref[1])
+    return ref.node, int(getattr(ref, "index", 0))
+
+
+def topological_order(graph: Any) -> list[str]:
+    """Node names so that every node comes after its producers."""
+    indeg = {n: len({_ref(r)[0] for r in node.inputs}) for n, node in graph.nodes.items()}
+    users = defaultdict(set)
+    for n, node in graph.nodes.items():
+        for r in node.inputs:
+            users[_ref(r)[0]].add(n)
+    ready = [n for n in graph.nodes if indeg[n] == 0]
+    order = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for u in sorted(users[n], key=list(graph.nodes).index):
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                ready.append(u)
+    return order
+
+
+def _out_count(node: Any) -> int:
+    return max(1, len(node.output_shapes or []))
+
+
+def find_channel_groups(graph: Any) -> ChannelGroups:
+    """Trace channels through ``graph`` (a `ModelGraph`) and return its dependency groups."""
+    table = UnitTable()
+    maps: dict[tuple[str, int], ChannelMap] = {}
+    order = topological_order(graph)
+    rules: dict[str, Any] = {}
+    frozen_nodes: dict[str, str] = {}
+    layer_io: dict[str, tuple[list, list]] = {}  # shared-layer name -> (in maps, out maps) of its first node
+
+    for name in order:
+        node = graph.nodes[name]
+        rule = rule_for(node)
+        rules[name] = rule
+        in_maps = [maps.get(_ref(r)) for r in node.inputs]
+        try:
+            out_maps = list(rule.propagate(node, in_maps, table))
+            if len(out_maps) < _out_count(node):
+                out_maps += [out_maps[-1]] * (_out_count(node) - len(out_maps))
+        except Freeze as exc:
+            reason = f"{node.layer_name} ({node.class_name}): {exc}"
+            frozen_nodes[name] = reason
+            for m in in_maps:
+                if m is not None:
+                    table.freeze(m, reason)
+            out_maps = []
+            for i in range(_out_count(node)):
+                shape = tuple(node.output_shapes[i] or ()) if node.output_shapes else ()
+                width = shape[-1] if len(shape) >= 2 and shape[-1] is not None else None
+                out_maps.append(None if width is None else table.new(width, name, frozen=reason))
+        # A shared layer's weights serve all its nodes: their channels must match.
+        if not rule.channel_agnostic and name not in frozen_nodes:
+            first = layer_io.setdefault(node.layer_name, (in_maps, out_maps))
+            if first[0] is not in_maps:
+                for a, b in zip(first[0] + first[1], in_maps + out_maps):
+                    if a is not None and b is not None and len(a) == len(b):
+                        table.union(a, b)
+        for i, m in enumerate(out_maps):
+            maps[(name, i)] = m
+
+    for ref in graph.outputs:
+        m = maps.get(_ref(ref))
+        if m is not None:
+            table.freeze(m, f"reaches model output {_ref(ref)[0]}")
+
+    return _collect(graph, table, maps, order, rules, frozen_nodes)
+
+
+def _collect(graph, table, maps, order, rules, frozen_nodes) -> ChannelGroups:
+    # Resolve every map to root units, and gather each space class's units in creation order.
+    for key, m in maps.items():
+        if m is not None:
+            maps[key] = table.roots(m)
+    by_space: dict[int, list[int]] = defaultdict(list)
+    seen: set[int] = set()
+    for u in range(len(table.parent)):
+        r = table.find(u)
+        if r not in seen:
+            seen.add(r)
+            by_space[table._find_space(table.space[r])].append(r)
+    reasons: dict[int, list[str]] = defaultdict(list)
+    for u, rs in table.frozen.items():
+        s = table._find_space(table.space[table.find(u)])
+        for r in rs:
+            if r not in reasons[s]:
+                reasons[s].append(r)
+    producers: dict[int, list[str]] = defaultdict(list)
+    for sid, owner in enumerate(table.space_owner):
+        s = table._find_space(sid)
+        if owner not in producers[s]:
+            producers[s].append(owner)
+
+    groups, unit_group, unit_index, gid_of_space = [], {}, {}, {}
+    for s, units in by_space.items():
+        g = ChannelGroup(len(groups), np.asarray(units, np.int64), producers[s], frozen=reasons.get(s, []))
+        gid_of_space[s] = g.id
+        for i, u in enumerate(units):
+            unit_group[u], unit_index[u] = g.id, i
+        groups.append(g)
+
+    for name in order:
+        node = graph.nodes[name]
+        touched_in = {unit_group[u] for r in node.inputs if maps.get(_ref(r)) is not None for u in np.unique(maps[_ref(r)])}
+        touched_out = {unit_group[u] for i in range(_out_count(node)) if maps.get((name, i)) is not None
+                       for u in np.unique(maps[(name, i)])}
+        for gid in touched_in | touched_out:
+            groups[gid].members.append(name)
+        if getattr(rules[name], "mixes_channels", False):
+            for gid in touched_in:
+                groups[gid].consumers.append(name)
+    return ChannelGroups(groups, maps, order, rules, frozen_nodes, unit_group, unit_index)
