@@ -60,6 +60,11 @@ class Target:
     flash_bytes: int | None = None  # model storage budget
     ram_bytes: int | None = None  # activation memory budget
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Versions of the runtime that can deploy to this target, as a PEP 440 specifier
+    #: (e.g. ``"<=8.6"`` for a GPU newer TensorRT releases dropped); '' = any current one.
+    runtime_version: str = ""
+    #: Caveats a report should repeat (e.g. "TensorRT 10+ does not support sm_61").
+    notes: tuple[str, ...] = ()
 
     def kernel(self, precision: str) -> Kernel:
         """How this target executes ``precision`` (one of `PRECISIONS`)."""
