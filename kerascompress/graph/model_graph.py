@@ -87,7 +87,7 @@ class Node:
     layer: Any = None  # the ORIGINAL layer object (or a template): read-only
     call_args: Any = None  # tuple with Slot placeholders; None -> derived from inputs
     call_kwargs: dict = dataclasses.field(default_factory=dict)
-    weight_names: list = dataclasses.field(default_factory=list)
+    weight_names: list = dataclasses.field(default_factory=list)  # e.g. ["kernel", "bias"]
     path: str = ""  # original layer path ("sub/layer"); "" for nodes added by passes
     output_dtypes: list = dataclasses.field(default_factory=list)
 
@@ -587,7 +587,7 @@ def _layer_state(op, lname: str) -> tuple[dict, list, list]:
         cfg = copy.deepcopy(op.get_config())
         cfg["name"] = lname
         weights = [np.array(w, copy=True) for w in op.get_weights()]
-        wnames = [v.path.split("/")[-1] for v in op.weights]
+        wnames = [_weight_name(v.path, op.name) for v in op.weights]
     else:  # a bare Keras op (keras.ops.* on symbolic tensors): stateless
         try:
             cfg = copy.deepcopy(op.get_config())
@@ -596,6 +596,16 @@ def _layer_state(op, lname: str) -> tuple[dict, list, list]:
         cfg["name"] = lname
         weights, wnames = [], []
     return cfg, weights, wnames
+
+
+def _weight_name(path: str, layer_name: str) -> str:
+    """A weight's path inside its layer, e.g. "kernel" or "query/kernel" (MultiHeadAttention)."""
+    parts = path.split("/")
+    if layer_name in parts:
+        parts = parts[len(parts) - 1 - parts[::-1].index(layer_name) + 1:]
+    else:
+        parts = parts[-1:]
+    return "/".join(parts) or path
 
 
 def _check_rebuildable(layer) -> None:
