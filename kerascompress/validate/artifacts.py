@@ -1,0 +1,58 @@
+"""Open an exported artifact with the runtime that executes it on the target.
+
+One place decides which runner reads which file, so `validate` and `compare_latency`
+cannot disagree about it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from kerascompress.errors import ConfigError, ExportError
+
+#: File suffix -> artifact format.
+SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
+
+_TFLITE_MAGIC = b"TFL3"
+
+
+def artifact_format(artifact: Union[bytes, bytearray, str, os.PathLike]) -> str:
+    """``"tflite"`` or ``"onnx"``; raises a clear error for anything else."""
+    if isinstance(artifact, (bytes, bytearray, memoryview)):
+        head = bytes(artifact[:8])
+        if head[4:8] == _TFLITE_MAGIC:
+            return "tflite"
+        raise ExportError(
+            "the artifact bytes are not a TFLite flatbuffer (no 'TFL3' identifier); pass TFLite bytes "
+            "or a path to a .tflite / .onnx file"
+        )
+    if not isinstance(artifact, (str, os.PathLike)):
+        raise ConfigError(f"an artifact is TFLite bytes or a file path, got {type(artifact).__name__}")
+    path = Path(artifact)
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(
+            f"cannot tell the format of {str(path)!r} from its suffix {path.suffix!r}; "
+            f"validate reads {', '.join(sorted(SUFFIXES))} files"
+        )
+    if not path.is_file():
+        raise ExportError(f"artifact {str(path)!r} does not exist")
+    return fmt
+
+
+def open_artifact(artifact: Union[bytes, bytearray, str, os.PathLike], num_threads: int = 1) -> Any:
+    """A runner with ``predict``, ``latency``, ``prepare_timing`` and ``run_once``."""
+    fmt = artifact_format(artifact)
+    if fmt == "tflite":
+        from kerascompress.validate.litert import LiteRTModel
+
+        return LiteRTModel(artifact, num_threads=num_threads)
+    try:
+        from kerascompress.validate.onnx_runner import OnnxModel
+    except ImportError as exc:
+        raise ExportError(
+            f"ONNX artifacts need kerascompress.validate.onnx_runner (and onnxruntime), which could not be "
+            f"imported: {exc}"
+        ) from exc
+    return OnnxModel(artifact, num_threads=num_threads)
