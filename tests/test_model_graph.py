@@ -292,3 +292,13 @@ def test_remove_insert_copy():
     g3.remove_node("fc")
     assert g3.outputs == [TensorRef("gap", 0)]
     assert g3.to_keras().output_shape == (None, 4)
+
+
+def test_replace_drops_call_kwargs_the_new_layer_does_not_take():
+    m = _conv_net()
+    g = ModelGraph.from_keras(m)
+    assert "training" in g.nodes["bn"].call_kwargs or "mask" in g.nodes["bn"].call_kwargs
+    g.replace_node("bn", [Node.create(L.ReLU(), name="relu_instead")])
+    assert g.nodes["relu_instead"].call_kwargs == {}
+    assert g.producers("c2") == [TensorRef("relu_instead", 0)]
+    assert g.to_keras()(rand_like(m)).shape == (2, 2)

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import heapq
+import inspect
 from typing import Any, Iterable, Optional
 
 import keras
@@ -272,8 +274,6 @@ class ModelGraph:
         pos = {n: i for i, n in enumerate(self.nodes)}
         ready = sorted((n for n, d in indeg.items() if d == 0), key=pos.get)
         order = []
-        import heapq
-
         heap = [(pos[n], n) for n in ready]
         heapq.heapify(heap)
         while heap:
@@ -357,7 +357,8 @@ class ModelGraph:
             if not nn.inputs:
                 nn.inputs = list(old.inputs) if prev is None else [TensorRef(prev.name, 0)]
                 if prev is None and nn.call_args is None:
-                    nn.call_args, nn.call_kwargs = old.call_args, dict(old.call_kwargs)
+                    nn.call_args = copy.deepcopy(old.call_args)
+                    nn.call_kwargs = {**_accepted_kwargs(nn, old.call_kwargs), **nn.call_kwargs}
             prev = nn
         n_out = max(1, len(old.output_shapes))
         outputs = outputs or [TensorRef(new_nodes[-1].name, k) for k in range(n_out)]
@@ -411,6 +412,20 @@ class ModelGraph:
 
     def __repr__(self) -> str:
         return f"<ModelGraph {self.name}: {len(self.nodes)} nodes, inputs={self.inputs}, outputs={self.outputs}>"
+
+
+def _accepted_kwargs(node: Node, kwargs: dict) -> dict:
+    """The subset of ``kwargs`` that ``node``'s layer class accepts in call()."""
+    call = getattr(node.layer, "call", None)
+    if call is None:
+        return {}
+    try:
+        params = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return copy.deepcopy(kwargs)
+    return {k: copy.deepcopy(v) for k, v in kwargs.items() if k in params}
 
 
 # ---------------------------------------------------------------------- reading
