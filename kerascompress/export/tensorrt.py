@@ -1,0 +1,598 @@
+"""ONNX (with precision in the graph) -> TensorRT engine, or everything needed to build it.
+
+TensorRT 11 networks are strongly typed: the engine computes in the precision the ONNX
+carries (Q/DQ for INT8/FP8, float16 tensors for FP16), so there are no precision flags
+here. When ``tensorrt`` imports and this host's GPU is the target's, `to_tensorrt`
+builds, times and checks the engine. Otherwise it writes the ONNX, the reference data,
+the exact ``trtexec`` command and a self-contained ``build_engine.py`` for the device,
+and says why the engine was not built here. ``tensorrt`` is imported lazily.
+
+Before anything is written, `check_target` gates on the target: a TensorRT GPU profile,
+a GPU the TensorRT release supports, and the precisions and 2:4 sparsity the graph and
+the request need.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from kerascompress.errors import ExportError, UnsupportedOnTarget
+from kerascompress.targets.target import Kernel, Target
+
+#: Minimum compute capability for each precision on NVIDIA GPUs (TensorRT support matrix:
+#: https://docs.nvidia.com/deeplearning/tensorrt/latest/getting-started/support-matrix.html).
+MIN_COMPUTE_CAPABILITY = {
+    "fp32": 0.0,
+    "fp16": 5.3,
+    "int8": 6.1,
+    "bf16": 8.0,
+    "fp8": 8.9,
+    "int4": 7.5,
+}
+#: 2:4 structured sparsity needs sparse tensor cores (Ampere, compute capability 8.0+).
+MIN_COMPUTE_CAPABILITY_SPARSE = 8.0
+#: Oldest GPU each TensorRT major release supports (10.x and 11.x: Turing, 7.5; Volta
+#: support ended within 10.x). Used for the gate when TensorRT is not importable here.
+MIN_COMPUTE_CAPABILITY_FOR_TRT = {10: 7.5, 11: 7.5}
+DEFAULT_TRT_MAJOR = 11
+
+DEFAULT_BATCH_SIZES = (1, 8, 32)
+
+
+@dataclasses.dataclass
+class TensorRTResult:
+    """What `to_tensorrt` built or prepared.
+
+    ``status`` is "built" or "engine not built here: <reason>". Latencies are keyed by
+    batch size (milliseconds per batch); they exist only when the engine was built here.
+    """
+
+    status: str
+    onnx_path: Path
+    engine_path: Path | None
+    trtexec_command: str
+    script_path: Path | None
+    precisions: tuple[str, ...]
+    sparsity: bool
+    files: dict[str, Path] = dataclasses.field(default_factory=dict)
+    latency_ms: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+    throughput_per_s: dict[int, float] = dataclasses.field(default_factory=dict)
+    max_abs_error: float | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def built(self) -> bool:
+        return self.status == "built"
+
+
+# ----------------------------------------------------------------------------- gate
+
+
+def trt_major_version() -> int | None:
+    """Major version of the importable ``tensorrt`` package, None when it does not import."""
+    try:
+        import tensorrt as trt  # type: ignore[import-not-found]
+    except Exception:
+        return None
+    try:
+        return int(str(trt.__version__).split(".")[0])
+    except Exception:  # pragma: no cover
+        return None
+
+
+def check_target(
+    target: Target,
+    precisions: Sequence[str] = ("fp32",),
+    sparsity: bool = False,
+    trt_major: int | None = None,
+) -> list[str]:
+    """Reasons why ``target`` cannot run an engine with these precisions ([] = it can).
+
+    FP8 needs compute capability 8.9+, BF16 and 2:4 sparsity 8.0+, INT8 and FP16 need
+    both the generation and the profile's kernels; the TensorRT release sets the oldest GPU.
+    """
+    reasons: list[str] = []
+    if target.runtime != "tensorrt" or target.device != "gpu":
+        reasons.append(
+            f"target {target.name!r} runs {target.runtime} on {target.device}, not TensorRT on a GPU; "
+            "use kc.export.to_tflite for it, or pick a TensorRT profile"
+        )
+        return reasons
+    cc = target.compute_capability
+    if cc is None:
+        reasons.append(f"target {target.name!r} has no compute_capability; add it to the profile")
+        return reasons
+    major = trt_major if trt_major is not None else DEFAULT_TRT_MAJOR
+    min_cc = MIN_COMPUTE_CAPABILITY_FOR_TRT.get(major, max(MIN_COMPUTE_CAPABILITY_FOR_TRT.values()))
+    if cc < min_cc:
+        reasons.append(
+            f"TensorRT {major}.x supports GPUs of compute capability {min_cc}+; "
+            f"{target.name} is {cc} (use an older TensorRT release on it)"
+        )
+    for p in precisions:
+        need = MIN_COMPUTE_CAPABILITY.get(p)
+        if need is None:
+            reasons.append(f"precision {p!r} is not one TensorRT engines take from ONNX")
+            continue
+        if cc < need:
+            reasons.append(f"{p} needs compute capability {need}+; {target.name} is {cc}")
+        elif p != "fp32" and target.kernel(p) is Kernel.NONE:
+            reasons.append(f"the {target.name} profile lists no {p} kernels")
+    if sparsity:
+        if cc < MIN_COMPUTE_CAPABILITY_SPARSE:
+            reasons.append(
+                f"2:4 sparsity needs sparse tensor cores (compute capability "
+                f"{MIN_COMPUTE_CAPABILITY_SPARSE}+); {target.name} is {cc}"
+            )
+        elif not target.supports("sparse_2_4"):
+            reasons.append(f"the {target.name} profile does not list 2:4 sparse kernels")
+    return reasons
+
+
+def storage_only_notes(target: Target, precisions: Sequence[str]) -> list[str]:
+    """Precisions the target stores compactly but computes wider: size gains only."""
+    return [
+        f"{p} on {target.name} is storage-only (computed in a wider format): expect smaller "
+        "weights, not lower latency"
+        for p in precisions
+        if p != "fp32" and target.kernel(p) is Kernel.STORAGE
+    ]
+
+
+# ----------------------------------------------------------------------------- engine code
+# The functions below run both here (when TensorRT and a GPU are present) and, copied by
+# `inspect.getsource`, in the generated build_engine.py on the device. They may only use
+# the standard library, numpy, tensorrt and cuda-python / torch for device memory.
+
+
+def trt_build_engine(onnx_path, engine_path, shapes, sparsity=False, workspace_mb=2048):
+    """Parse the ONNX into a strongly typed network and serialize the engine."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if typed is not None:  # required on 10.x, accepted (always on) on 11.x
+        flags |= 1 << int(typed)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    with open(onnx_path, "rb") as f:
+        ok = parser.parse(f.read())
+    if not ok:
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise RuntimeError("TensorRT could not parse the ONNX: " + "; ".join(errors))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if sparsity:
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        lo, opt, hi = shapes[tensor.name]
+        profile.set_shape(tensor.name, tuple(lo), tuple(opt), tuple(hi))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT failed to build the engine (see the log above)")
+    with open(engine_path, "wb") as f:
+        f.write(bytes(serialized))
+    return engine_path
+
+
+def trt_run_engine(engine_path, inputs, runs=50, warmup=10):
+    """Run the engine on ``inputs`` (name -> array); return outputs and per-call times (ms)."""
+    import time
+
+    import numpy as np
+    import tensorrt as trt
+
+    try:
+        import torch
+
+        def alloc(shape, dtype):
+            return torch.empty(tuple(shape), dtype=getattr(torch, np.dtype(dtype).name), device="cuda")
+
+        def to_device(buf, arr):
+            buf.copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(buf.device))
+
+        def to_host(buf):
+            return buf.cpu().numpy()
+
+        def ptr(buf):
+            return buf.data_ptr()
+
+        stream = torch.cuda.Stream()
+        stream_handle = stream.cuda_stream
+
+        def sync():
+            stream.synchronize()
+
+    except ImportError:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart  # older cuda-python
+
+        def check(res):
+            err = res[0] if isinstance(res, tuple) else res
+            if int(err) != 0:
+                raise RuntimeError(f"CUDA error {err}")
+            return res[1] if isinstance(res, tuple) and len(res) > 1 else None
+
+        class Buf:
+            def __init__(self, shape, dtype):
+                self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+                self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+                self.ptr = check(cudart.cudaMalloc(max(1, self.nbytes)))
+
+        def alloc(shape, dtype):
+            return Buf(shape, dtype)
+
+        def to_device(buf, arr):
+            arr = np.ascontiguousarray(arr, dtype=buf.dtype)
+            check(cudart.cudaMemcpy(buf.ptr, arr.ctypes.data, buf.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+
+        def to_host(buf):
+            out = np.empty(buf.shape, dtype=buf.dtype)
+            check(cudart.cudaMemcpy(out.ctypes.data, buf.ptr, buf.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+            return out
+
+        def ptr(buf):
+            return int(buf.ptr)
+
+        stream_handle = int(check(cudart.cudaStreamCreate()))
+
+        def sync():
+            check(cudart.cudaStreamSynchronize(stream_handle))
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    with open(engine_path, "rb") as f:
+        engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    in_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    out_names = [n for n in names if n not in in_names]
+    buffers = {}
+    for n in in_names:
+        arr = np.asarray(inputs[n], dtype=trt.nptype(engine.get_tensor_dtype(n)))
+        context.set_input_shape(n, arr.shape)
+        buffers[n] = alloc(arr.shape, arr.dtype)
+        to_device(buffers[n], arr)
+    for n in out_names:
+        shape = tuple(context.get_tensor_shape(n))
+        buffers[n] = alloc(shape, trt.nptype(engine.get_tensor_dtype(n)))
+    for n in names:
+        context.set_tensor_address(n, ptr(buffers[n]))
+    for _ in range(warmup):
+        context.execute_async_v3(stream_handle)
+    sync()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        context.execute_async_v3(stream_handle)
+        sync()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    outputs = {n: to_host(buffers[n]).astype(np.float32) for n in out_names}
+    return outputs, times
+
+
+def trt_time_batches(engine_path, sample, batch_sizes, runs=50):
+    """Median / p90 latency (ms) and throughput (samples/s) at each batch size."""
+    import numpy as np
+
+    result = {}
+    for b in batch_sizes:
+        feeds = {n: np.repeat(a[:1], b, axis=0) for n, a in sample.items()}
+        _, times = trt_run_engine(engine_path, feeds, runs=runs)
+        times = sorted(times)
+        median = float(np.median(times))
+        result[int(b)] = {
+            "median_ms": median,
+            "p90_ms": float(times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]),
+            "throughput_per_s": float(b * 1000.0 / median) if median > 0 else 0.0,
+        }
+    return result
+
+
+_SCRIPT_MAIN = '''
+
+def main():
+    import argparse
+    import json
+
+    import numpy as np
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    cfg = json.load(open(os.path.join(here, "build_config.json")))
+    ap = argparse.ArgumentParser(description="Build, time and check the TensorRT engine on this device.")
+    ap.add_argument("--onnx", default=os.path.join(here, cfg["onnx"]))
+    ap.add_argument("--engine", default=os.path.join(here, cfg["engine"]))
+    ap.add_argument("--runs", type=int, default=50)
+    args = ap.parse_args()
+    shapes = {k: [tuple(s) for s in v] for k, v in cfg["shapes"].items()}
+    trt_build_engine(args.onnx, args.engine, shapes, sparsity=cfg["sparsity"])
+    ref = np.load(os.path.join(here, cfg["reference"]))
+    inputs = {n: ref["input:" + n] for n in cfg["inputs"]}
+    outputs, _ = trt_run_engine(args.engine, inputs, runs=1, warmup=1)
+    errors = {n: float(np.abs(outputs[n] - ref["output:" + n]).max()) for n in cfg["outputs"]}
+    timing = trt_time_batches(args.engine, inputs, cfg["batch_sizes"], runs=args.runs)
+    report = {"engine": args.engine, "max_abs_error_vs_keras": errors, "latency": timing}
+    print(json.dumps(report, indent=2))
+    with open(os.path.join(here, "engine_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def engine_script_source() -> str:
+    """Source of the self-contained build_engine.py written next to the ONNX."""
+    parts = [
+        '"""Build, time and check a TensorRT engine from model.onnx (written by kerascompress).\n\n'
+        "Needs: numpy, tensorrt (10 or 11) and torch or cuda-python for device memory.\n"
+        'Run on the target device: python build_engine.py\n"""\n'
+        "import os\n",
+    ]
+    for fn in (trt_build_engine, trt_run_engine, trt_time_batches):
+        parts.append("\n\n" + inspect.getsource(fn))
+    parts.append(_SCRIPT_MAIN)
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _graph_inputs(onnx_path: Path) -> tuple[list[tuple[str, list[Any]]], list[str]]:
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    init = {i.name for i in model.graph.initializer}
+    ins = []
+    for i in model.graph.input:
+        if i.name in init:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+        ins.append((i.name, dims))
+    return ins, [o.name for o in model.graph.output]
+
+
+def _shape_profiles(inputs: list[tuple[str, list[Any]]], batch_sizes: Sequence[int]) -> dict[str, list[list[int]]]:
+    lo, hi = min(batch_sizes), max(batch_sizes)
+    opt = sorted(batch_sizes)[len(batch_sizes) // 2]
+    profiles = {}
+    for name, dims in inputs:
+        if any(d is None for d in dims[1:]):
+            raise ExportError(f"input {name!r} has unknown non-batch dimensions {dims}; export with fixed shapes")
+        rest = [int(d) for d in dims[1:]]
+        if dims and dims[0] is None:
+            profiles[name] = [[lo] + rest, [opt] + rest, [hi] + rest]
+        else:
+            fixed = [int(d) for d in dims]
+            profiles[name] = [fixed, fixed, fixed]
+    return profiles
+
+
+def trtexec_command(
+    onnx_path: Union[str, os.PathLike],
+    engine_path: Union[str, os.PathLike],
+    shapes: Mapping[str, Sequence[Sequence[int]]],
+    sparsity: bool = False,
+) -> str:
+    """The trtexec line that builds (and times) the same engine on the device."""
+
+    def fmt(i: int) -> str:
+        return ",".join(f"{n}:{'x'.join(str(d) for d in s[i])}" for n, s in shapes.items())
+
+    parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--stronglyTyped"]
+    if any(s[0] != s[2] for s in shapes.values()):
+        parts += [f"--minShapes={fmt(0)}", f"--optShapes={fmt(1)}", f"--maxShapes={fmt(2)}"]
+    if sparsity:
+        parts.append("--sparsity=enable")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _local_gpu_compute_capability() -> float | None:
+    """Compute capability of this host's first NVIDIA GPU, None when there is none."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout.strip().splitlines()
+        return float(out[0]) if out else None
+    except Exception:
+        return None
+
+
+def _why_not_here(target: Target) -> str | None:
+    """None when an engine for ``target`` can be built and timed on this host."""
+    try:
+        import tensorrt  # noqa: F401  # type: ignore[import-not-found]
+    except Exception as err:
+        kind = "is not installed" if isinstance(err, ModuleNotFoundError) else f"does not import ({err})"
+        return f"tensorrt {kind}"
+    cc = _local_gpu_compute_capability()
+    if cc is None:
+        return "no NVIDIA GPU on this host"
+    if target.compute_capability is not None and abs(cc - target.compute_capability) > 1e-6:
+        return (
+            f"this host's GPU is compute capability {cc}, the target is {target.compute_capability}; "
+            "engines are specific to the GPU they are built on"
+        )
+    return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def to_tensorrt(
+    onnx_path: Union[str, os.PathLike],
+    target: Target,
+    out_dir: Union[str, os.PathLike],
+    sparsity: bool = False,
+    reference_model: Any = None,
+    sample_data: Any = None,
+    calibration_data: Any = None,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    runs: int = 50,
+) -> TensorRTResult:
+    """Build and time a TensorRT engine for ``target`` from an ONNX file, or prepare it.
+
+    The precisions come from the graph (`describe_precision`), so the gate sees exactly
+    what the engine will compute. Raises `UnsupportedOnTarget` with every reason when the
+    target cannot run it. ``reference_model`` (Keras) and ``sample_data`` give the
+    fidelity check: its outputs are saved with the inputs so the device script can
+    compare too. ``calibration_data`` is saved only for the record: the Q/DQ scales are
+    already in the ONNX, TensorRT needs no calibration cache.
+    """
+    import onnx
+
+    from kerascompress.export.onnx_precision import describe_precision
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ExportError(f"ONNX file {onnx_path} does not exist; export it first with kc.export.to_onnx")
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise ExportError(f"batch_sizes must be positive integers, got {batch_sizes}")
+    summary = describe_precision(onnx.load(str(onnx_path)))
+    precisions = summary.precisions or ("fp32",)
+    reasons = check_target(target, precisions, sparsity=sparsity, trt_major=trt_major_version())
+    if reasons:
+        raise UnsupportedOnTarget(f"cannot build a TensorRT engine for {target.name}: " + "; ".join(reasons))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_out = out / "model.onnx"
+    if onnx_path.resolve() != onnx_out.resolve():
+        fd, tmp = tempfile.mkstemp(dir=str(out), prefix=".model.onnx.")
+        os.close(fd)
+        shutil.copyfile(onnx_path, tmp)
+        os.replace(tmp, onnx_out)
+    engine_out = out / "model.engine"
+    inputs, output_names = _graph_inputs(onnx_out)
+    shapes = _shape_profiles(inputs, batch_sizes)
+    files: dict[str, Path] = {"onnx": onnx_out}
+    notes = storage_only_notes(target, precisions)
+
+    # Reference data: inputs and Keras outputs, so the device can check fidelity too.
+    reference = None
+    if reference_model is not None or sample_data is not None:
+        from kerascompress.export.onnx import _as_list, _keras_outputs, sample_inputs
+
+        names = [n for n, _ in inputs]
+        xs = _as_list(sample_data, names) if sample_data is not None else sample_inputs(reference_model)
+        arrays = {f"input:{n}": np.asarray(a, dtype=np.float32) for n, a in zip(names, xs)}
+        if reference_model is not None:
+            ref = _keras_outputs(reference_model, [np.asarray(a) for a in xs])
+            arrays.update({f"output:{n}": r for n, r in zip(output_names, ref)})
+        reference = arrays
+        np.savez(out / "reference.npz", **arrays)
+        files["reference"] = out / "reference.npz"
+    if calibration_data is not None:
+        from kerascompress.export.onnx import _calibration_batches
+
+        batches = _calibration_batches(reference_model, calibration_data) if reference_model is not None else None
+        if batches:
+            cal = {f"input:{n}": np.concatenate([b[i] for b in batches]) for i, (n, _) in enumerate(inputs)}
+            np.savez(out / "calibration.npz", **cal)
+            files["calibration"] = out / "calibration.npz"
+    notes.append(
+        "no calibration cache needed: INT8/FP8 scales are Q/DQ nodes in the ONNX"
+        if "int8" in precisions or "fp8" in precisions
+        else "no calibration needed"
+    )
+
+    command = trtexec_command(onnx_out.name, engine_out.name, shapes, sparsity=sparsity)
+    (out / "trtexec.sh").write_text("#!/bin/sh\n# Run in this folder on the target device.\n" + command + "\n")
+    files["trtexec"] = out / "trtexec.sh"
+    script = out / "build_engine.py"
+    script.write_text(engine_script_source())
+    files["script"] = script
+    _write_json(
+        out / "build_config.json",
+        {
+            "onnx": onnx_out.name,
+            "engine": engine_out.name,
+            "shapes": shapes,
+            "sparsity": bool(sparsity),
+            "batch_sizes": [int(b) for b in batch_sizes],
+            "inputs": [n for n, _ in inputs],
+            "outputs": output_names if reference is not None and reference_model is not None else [],
+            "reference": "reference.npz",
+            "target": target.name,
+            "precisions": list(precisions),
+        },
+    )
+    files["config"] = out / "build_config.json"
+
+    result = TensorRTResult(
+        status="",
+        onnx_path=onnx_out,
+        engine_path=None,
+        trtexec_command=command,
+        script_path=script,
+        precisions=tuple(precisions),
+        sparsity=bool(sparsity),
+        files=files,
+        notes=notes,
+    )
+    why = _why_not_here(target)
+    if why is not None:
+        result.status = f"engine not built here: {why}"
+        return result
+
+    try:  # pragma: no cover - needs TensorRT and a GPU
+        trt_build_engine(str(onnx_out), str(engine_out), shapes, sparsity=sparsity)
+    except Exception as err:  # pragma: no cover
+        raise ExportError(f"TensorRT engine build failed: {err}") from err
+    result.engine_path = engine_out  # pragma: no cover
+    files["engine"] = engine_out  # pragma: no cover
+    if reference is not None:  # pragma: no cover
+        feeds = {n: reference[f"input:{n}"] for n, _ in inputs}
+        outs, _ = trt_run_engine(str(engine_out), feeds, runs=1, warmup=1)
+        if reference_model is not None:
+            result.max_abs_error = float(
+                max(np.abs(outs[n] - reference[f"output:{n}"]).max() for n in output_names)
+            )
+        sample = feeds
+    else:  # pragma: no cover
+        sample = {n: np.zeros([1] + s[0][1:], np.float32) for n, s in shapes.items()}
+    timing = trt_time_batches(str(engine_out), sample, batch_sizes, runs=runs)  # pragma: no cover
+    result.latency_ms = {b: {"median_ms": t["median_ms"], "p90_ms": t["p90_ms"]} for b, t in timing.items()}
+    result.throughput_per_s = {b: t["throughput_per_s"] for b, t in timing.items()}
+    result.status = "built"
+    return result
+
+
+__all__ = [
+    "MIN_COMPUTE_CAPABILITY",
+    "MIN_COMPUTE_CAPABILITY_SPARSE",
+    "TensorRTResult",
+    "check_target",
+    "engine_script_source",
+    "storage_only_notes",
+    "to_tensorrt",
+    "trt_major_version",
+    "trtexec_command",
+]
