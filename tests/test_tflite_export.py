@@ -1,7 +1,6 @@
 """TFLite export: every precision mode, its size and accuracy, and the per-layer float fallback."""
 from __future__ import annotations
 
-import os
 import warnings
 
 import keras

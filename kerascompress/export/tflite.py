@@ -106,12 +106,13 @@ class _Trace:
     """
 
     def __init__(self, concrete: Any, scopes: dict[str, str], output_layers: list[Optional[str]],
-                 layer_names: list[str], input_names: list[str]) -> None:
+                 layer_names: list[str], input_names: list[str], input_dtypes: list[Any]) -> None:
         self.concrete = concrete
         self.scopes = scopes
         self.output_layers = output_layers
         self.layer_names = layer_names
         self.input_names = input_names
+        self.input_dtypes = input_dtypes
 
 
 def _trace(model: Any) -> _Trace:
@@ -180,7 +181,8 @@ def _trace(model: Any) -> _Trace:
         output_layers.append(op.name if op is not None and not _is_input_layer(op) else None)
     layer_names = [layer.name for layer in (graph_model.operations if graph_model is not None else [])
                    if not _is_input_layer(layer)]
-    return _Trace(concrete, scopes, output_layers, layer_names, [s.name for s in specs])
+    return _Trace(concrete, scopes, output_layers, layer_names, [s.name for s in specs],
+                  [s.dtype.as_numpy_dtype for s in specs])
 
 
 def _spec_name(tensor: Any, index: int) -> str:
@@ -195,7 +197,8 @@ def _is_input_layer(op: Any) -> bool:
 # ------------------------------------------------------------- representative data
 
 
-def _representative(data: Any, input_names: Sequence[str], n: int) -> Callable[[], Iterator[list[np.ndarray]]]:
+def _representative(data: Any, input_names: Sequence[str], n: int,
+                    dtypes: Optional[Sequence[Any]] = None) -> Callable[[], Iterator[list[np.ndarray]]]:
     """A converter-style generator factory: one sample per step, inputs in model order."""
     if data is None:
         raise DataError(
@@ -219,8 +222,8 @@ def _representative(data: Any, input_names: Sequence[str], n: int) -> Callable[[
     if any(len(a) != count for a in arrays):
         raise DataError(f"representative_data arrays have different lengths: {[len(a) for a in arrays]}")
     take = min(count, max(1, int(n)))
-    arrays = [a[:take].astype(np.float32) if a.dtype.kind == "f" or a.dtype.kind in "iu" else a[:take]
-              for a in arrays]
+    dtypes = list(dtypes or [np.float32] * len(arrays))
+    arrays = [a[:take].astype(dt, copy=False) for a, dt in zip(arrays, dtypes)]
 
     def gen() -> Iterator[list[np.ndarray]]:
         for i in range(take):
@@ -275,7 +278,9 @@ def to_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode in ("int8", "int16x8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(representative_data, trace.input_names, num_samples)
+        converter.representative_dataset = _representative(
+            representative_data, trace.input_names, num_samples, trace.input_dtypes
+        )
         if mode == "int16x8":
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
