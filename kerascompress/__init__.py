@@ -18,12 +18,9 @@ from kerascompress.errors import (  # noqa: E402
 )
 from kerascompress.targets.target import Target  # noqa: E402
 
-
-def validate(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Compare an artifact with its Keras reference; see `kerascompress.validate.validate`."""
-    from kerascompress.validate import validate as _validate
-
-    return _validate(*args, **kwargs)
+# The function shadows its subpackage's name on purpose (`kc.validate(...)`): importing
+# the subpackage first makes later submodule imports leave this binding alone.
+from kerascompress.validate import validate  # noqa: E402
 
 
 __all__ = [

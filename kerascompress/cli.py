@@ -21,6 +21,7 @@ flags.DEFINE_string("reference", None, "validate: the Keras model the artifact m
 flags.DEFINE_integer("runs", 50, "Timed runs for latency.")
 flags.DEFINE_integer("threads", 1, "Runtime threads for latency.")
 flags.DEFINE_integer("epochs", 3, "demo: training epochs for the Fashion-MNIST CNN (first run only; cached).")
+flags.DEFINE_integer("train_limit", None, "demo: train on the first N Fashion-MNIST images (default: all 60000).")
 flags.DEFINE_string("cache_dir", None, "demo: where the trained model is cached (default ~/.cache/kerascompress).")
 flags.DEFINE_bool("strict", False, "Fail instead of skipping passes the target cannot use.")
 
@@ -118,6 +119,8 @@ def cmd_demo() -> int:
         cache_dir=Path(FLAGS.cache_dir) if FLAGS.cache_dir else None,
         epochs=FLAGS.epochs,
         target=FLAGS.target,
+        train_limit=FLAGS.train_limit,
+        recipe=FLAGS.recipe,
     )
     print(report.to_markdown())
     return 0

@@ -18,12 +18,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("KERASCOMPRESS_CACHE", Path.home() / ".cache" / "kerascompress"))
 
 
-def trained_fashion_cnn(cache_dir: Optional[Path] = None, epochs: int = 3, verbose: int = 2) -> keras.Model:
-    """The demo CNN trained on Fashion-MNIST, loaded from the cache when present."""
-    cache = (cache_dir or default_cache_dir()) / CACHE_NAME
+def trained_fashion_cnn(
+    cache_dir: Optional[Path] = None, epochs: int = 3, train_limit: Optional[int] = None, verbose: int = 2
+) -> keras.Model:
+    """The demo CNN trained on Fashion-MNIST, loaded from the cache when present.
+
+    The cache file name records ``epochs`` and ``train_limit`` so a different setting
+    never silently reuses another model.
+    """
+    tag = f"e{epochs}" + (f"_n{train_limit}" if train_limit else "")
+    cache = (cache_dir or default_cache_dir()) / CACHE_NAME.replace(".keras", f"_{tag}.keras")
     if cache.exists():
+        print(f"using the cached demo CNN {cache}", flush=True)
         return keras.models.load_model(cache)
-    x, y = datasets.fashion_mnist("train")
+    x, y = datasets.fashion_mnist("train", limit=train_limit)
     keras.utils.set_random_seed(0)
     model = zoo.compile_classifier(zoo.small_cnn())
     print(f"training the demo CNN on Fashion-MNIST for {epochs} epochs (cached at {cache})", flush=True)
@@ -35,13 +43,21 @@ def trained_fashion_cnn(cache_dir: Optional[Path] = None, epochs: int = 3, verbo
     return model
 
 
-def run_demo(out_dir: Path, cache_dir: Optional[Path] = None, epochs: int = 3, target: str = "auto") -> Report:
+def run_demo(
+    out_dir: Path,
+    cache_dir: Optional[Path] = None,
+    epochs: int = 3,
+    target: str = "auto",
+    train_limit: Optional[int] = None,
+    eval_limit: Optional[int] = None,
+    recipe: str = "default",
+) -> Report:
     """Optimize the demo CNN for ``target`` and write artifacts and the report to ``out_dir``."""
     import kerascompress as kc
 
-    model = trained_fashion_cnn(cache_dir, epochs)
-    x_train, y_train = datasets.fashion_mnist("train", limit=10000)
-    x_test, y_test = datasets.fashion_mnist("test")
+    model = trained_fashion_cnn(cache_dir, epochs, train_limit)
+    x_train, y_train = datasets.fashion_mnist("train", limit=min(10000, train_limit or 10000))
+    x_test, y_test = datasets.fashion_mnist("test", limit=eval_limit)
     bundle = DataBundle(x_train, y_train, x_test, y_test)
-    result = kc.optimize(model, target=target, data=bundle, output_dir=out_dir, eval_samples=10000)
+    result = kc.optimize(model, target=target, data=bundle, recipe=recipe, output_dir=out_dir, eval_samples=len(x_test))
     return result.report
