@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 #: Modes a plan may name.
-MODES = ("float32", "fp16", "dynamic", "int8", "mixed")
+MODES = ("float32", "fp16", "dynamic", "int8", "int16x8", "mixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,7 +16,8 @@ class PrecisionPlan:
     """The number format a model is to be exported at.
 
     ``mode``: "float32", "fp16", "dynamic" (int8 weights, float compute), "int8"
-    (full integer, float fallback allowed for ``float_layers``), or "mixed" (per-layer;
+    (full integer, float fallback allowed for ``float_layers``), "int16x8" (int16
+    activations, int8 weights; integer-only MCUs run it), or "mixed" (per-layer;
     ``layer_precisions`` maps Keras layer name -> "int8" | "fp16" | "fp32").
     ``int8_io``: inputs and outputs are int8 too (required by integer-only targets).
     ``calibration``: how activation ranges are chosen ("minmax", "percentile", "mse").

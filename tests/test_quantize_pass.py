@@ -65,3 +65,12 @@ def test_apply_sets_int8_io_on_integer_only_targets(state):
 def test_unknown_mode_is_a_config_error():
     with pytest.raises(ConfigError, match="mode"):
         Quantize("int3")
+
+
+def test_int16x8_is_allowed_on_an_integer_only_mcu_with_int16_kernels(state):
+    mcu = Target("mcu-test", device="mcu", arch="armv7m", full_integer_only=True,
+                 precisions={"int8": Kernel.FAST, "int16x8": Kernel.FAST})
+    gate = Quantize("int16x8").gate(mcu, state)
+    assert gate.allowed and gate.benefit == "size+latency"
+    assert not Quantize("int16x8").gate(X86, state).allowed  # x86 profile lists no int16x8 kernels
+    assert Quantize("int16x8").needs_data

@@ -25,7 +25,7 @@ import numpy as np
 from kerascompress.errors import ConfigError, DataError, ExportError, UnsupportedModelError
 from kerascompress.precision import PrecisionPlan
 
-#: Modes `to_tflite` accepts (``int16x8`` is not a `PrecisionPlan` mode; pass it as a string).
+#: Modes `to_tflite` accepts (the same as `PrecisionPlan` modes).
 TFLITE_MODES = ("float32", "fp16", "dynamic", "int8", "int16x8", "mixed")
 
 #: Representative samples used for calibration when the caller does not say.
@@ -44,7 +44,7 @@ def _normalize_plan(plan: Union[PrecisionPlan, str], int8_io: Optional[bool]) ->
         mode = plan
         if mode not in TFLITE_MODES:
             raise ConfigError(f"unknown TFLite precision {mode!r}; choose one of {', '.join(TFLITE_MODES)}")
-        plan_obj = PrecisionPlan() if mode == "int16x8" else PrecisionPlan(mode=mode)
+        plan_obj = PrecisionPlan(mode=mode)
     elif isinstance(plan, PrecisionPlan):
         mode, plan_obj = plan.mode, plan
     else:

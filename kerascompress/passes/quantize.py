@@ -14,11 +14,12 @@ from kerascompress.precision import PrecisionPlan
 from kerascompress.targets.target import Kernel, Target
 
 #: Which target precision each mode's speed depends on.
-_KERNEL_OF_MODE = {"fp16": "fp16", "dynamic": "int8", "int8": "int8"}
+_KERNEL_OF_MODE = {"fp16": "fp16", "dynamic": "int8", "int8": "int8", "int16x8": "int16x8"}
 
 
 class Quantize(Pass):
-    """Export at ``mode`` = "int8" (full integer), "dynamic" (int8 weights) or "fp16".
+    """Export at ``mode`` = "int8" (full integer), "int16x8" (int16 activations, int8
+    weights), "dynamic" (int8 weights, float compute) or "fp16".
 
     ``float_layers`` keeps the named Keras layers in float inside an int8 model (not
     allowed on integer-only targets). ``int8_io`` forces int8 inputs/outputs; by default
@@ -46,12 +47,12 @@ class Quantize(Pass):
 
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
-        return self.mode == "int8"
+        return self.mode in ("int8", "int16x8")
 
     def gate(self, target: Target, state: ModelState) -> Gate:
         if not state.precision.is_float32:
             return Gate.refuse(f"the model is already exported as {state.precision.describe()} by an earlier pass")
-        if target.full_integer_only and self.mode != "int8":
+        if target.full_integer_only and self.mode not in ("int8", "int16x8"):
             return Gate.refuse(
                 f"{target.name} runs only full-integer models (int8 in and out); {self.mode} keeps float compute"
             )
