@@ -34,7 +34,13 @@ class Quantize(Pass):
         float_layers: Sequence[str] = (),
         int8_io: Optional[bool] = None,
         calibration: str = "minmax",
+        max_accuracy_drop: Optional[float] = None,
+        num_samples: int = 256,
+        search_samples: int = 500,
     ) -> None:
+        from kerascompress.passes.calibration import check_method
+
+        check_method(calibration)
         if mode not in _KERNEL_OF_MODE:
             from kerascompress.errors import ConfigError
 
@@ -56,6 +62,11 @@ class Quantize(Pass):
             return Gate.refuse(
                 f"{target.name} runs only full-integer models (int8 in and out); {self.mode} keeps float compute"
             )
+        if target.full_integer_only and self.mode == "mixed":
+            return Gate.refuse(
+                f"{target.name} has no float fallback (integer-only, int8 in and out); a mixed plan keeps "
+                "layers out of int8 - use Quantize(mode='int8') or QuantizationAwareTraining"
+            )
         if target.full_integer_only and self.float_layers:
             return Gate.refuse(f"{target.name} has no float fallback; cannot keep {list(self.float_layers)} in float")
         precision = _KERNEL_OF_MODE[self.mode]
@@ -75,9 +86,20 @@ class Quantize(Pass):
                 f"{precision} is storage-only on {target.name}: computed in a wider format, so it halves or quarters "
                 f"the file but buys no speed{cite}",
             )
+        if self.mode == "mixed":
+            from kerascompress.passes.mixed_precision import high_precision_for
+
+            high = high_precision_for(target)
+            return Gate.allow(
+                "size+latency",
+                f"{target.name} has fast int8 kernels{cite}; layers the budget needs stay in {high}"
+                + (" (the LiteRT converter cannot mix fp16 and int8)" if target.runtime == "litert" else ""),
+            )
         return Gate.allow("size+latency", f"{target.name} has fast {precision} kernels{cite}")
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        if self.mode == "mixed":
+            return self._apply_mixed(state, ctx)
         int8_io = ctx.target.full_integer_only if self.int8_io is None else self.int8_io
         mode = "float32" if self.mode == "float32" else self.mode
         plan = PrecisionPlan(
@@ -87,3 +109,43 @@ class Quantize(Pass):
             calibration=self.calibration,
         )
         return PassOutput(state.replace(precision=plan), {"plan": plan.describe()})
+
+    def _apply_mixed(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        from kerascompress.errors import DataError
+        from kerascompress.passes.mixed_precision import search_mixed_plan
+
+        if ctx.data is None:
+            raise DataError("a mixed-precision plan needs calibration and evaluation data: pass data=(x, y)")
+        budget = self.max_accuracy_drop
+        if budget is None:
+            constraints = getattr(ctx, "constraints", None)
+            budget = getattr(constraints, "max_accuracy_drop", 0.01) if constraints is not None else 0.01
+        calib = ctx.data.calibration(self.num_samples)
+        x_eval, y_eval = _search_split(ctx.data, self.num_samples, self.search_samples)
+        result = search_mixed_plan(
+            state.model, ctx.target, calib, x_eval, y_eval, max_drop=budget, calibration=self.calibration,
+            num_samples=self.num_samples, progress=ctx.progress,
+        )
+        plan = result.plan
+        if plan.mode == "int8" and ctx.target.full_integer_only:
+            plan = PrecisionPlan(mode="int8", int8_io=True, calibration=plan.calibration)
+        details = result.details()
+        details["budget_points"] = round(budget * 100, 3)
+        return PassOutput(state.replace(precision=plan), details)
+
+
+def _search_split(data: object, skip: int, n: int) -> tuple[object, object]:
+    """Inputs (and labels) judging candidate plans: training data after the calibration
+    samples when there is enough of it, else the evaluation split."""
+
+    def length(x: object) -> int:
+        return len(x[0]) if isinstance(x, (list, tuple)) else len(x)  # type: ignore[index,arg-type]
+
+    def part(x: object, a: int, b: int) -> object:
+        return [v[a:b] for v in x] if isinstance(x, (list, tuple)) else x[a:b]  # type: ignore[index]
+
+    x_train, y_train = getattr(data, "x_train"), getattr(data, "y_train")
+    if x_train is not None and length(x_train) >= skip + 100:
+        end = min(length(x_train), skip + n)
+        return part(x_train, skip, end), None if y_train is None else y_train[skip:end]
+    return part(data.x_eval, 0, n), None if data.y_eval is None else data.y_eval[:n]  # type: ignore[attr-defined]
