@@ -14,16 +14,23 @@ from kerascompress.precision import PrecisionPlan
 from kerascompress.targets.target import Kernel, Target
 
 #: Which target precision each mode's speed depends on.
-_KERNEL_OF_MODE = {"fp16": "fp16", "dynamic": "int8", "int8": "int8", "int16x8": "int16x8"}
+_KERNEL_OF_MODE = {"fp16": "fp16", "dynamic": "int8", "int8": "int8", "int16x8": "int16x8", "mixed": "int8"}
 
 
 class Quantize(Pass):
     """Export at ``mode`` = "int8" (full integer), "int16x8" (int16 activations, int8
-    weights), "dynamic" (int8 weights, float compute) or "fp16".
+    weights), "dynamic" (int8 weights, float compute), "fp16" or "mixed" (per layer).
 
     ``float_layers`` keeps the named Keras layers in float inside an int8 model (not
     allowed on integer-only targets). ``int8_io`` forces int8 inputs/outputs; by default
     they are int8 exactly when the target requires a full-integer model.
+
+    "mixed" searches per-layer precision (`passes.mixed_precision`): the fewest, most
+    sensitive layers stay out of int8 until the metric is within ``max_accuracy_drop``
+    (default: the driver's constraint, else one point) of float. ``num_samples``
+    calibration inputs set the ranges (``calibration``: minmax, percentile or mse);
+    ``search_samples`` inputs (training data after the calibration ones) judge each
+    candidate plan.
     """
 
     name = "quantize"
@@ -49,11 +56,14 @@ class Quantize(Pass):
         self.float_layers = tuple(float_layers)
         self.int8_io = int8_io
         self.calibration = calibration
+        self.max_accuracy_drop = max_accuracy_drop
+        self.num_samples = int(num_samples)
+        self.search_samples = int(search_samples)
         self.name = f"quantize:{mode}"
 
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
-        return self.mode in ("int8", "int16x8")
+        return self.mode in ("int8", "int16x8", "mixed")
 
     def gate(self, target: Target, state: ModelState) -> Gate:
         if not state.precision.is_float32:
