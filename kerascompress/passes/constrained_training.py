@@ -130,52 +130,10 @@ class FinetuneResult:
         return dataclasses.asdict(self)
 
 
-def infer_loss(model: keras.Model, y: np.ndarray) -> Callable[[Any, Any], Any]:
-    """A loss for ``model`` trained on labels ``y`` when the caller gives none.
-
-    Integer class labels -> sparse cross-entropy (on probabilities when the model ends in
-    softmax, on logits otherwise); one-hot labels -> categorical cross-entropy; anything
-    else -> mean squared error.
-    """
-    out_dim = model.outputs[0].shape[-1]
-    y = np.asarray(y)
-    from_logits = not _ends_in_softmax(model)
-    if np.issubdtype(y.dtype, np.integer) and (y.ndim == 1 or y.shape[-1] == 1) and (out_dim or 1) > 1:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    if y.ndim >= 2 and out_dim and y.shape[-1] == out_dim and out_dim > 1 and np.allclose(y.sum(-1), 1):
-        return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
-    return keras.losses.MeanSquaredError()
-
-
-def _ends_in_softmax(model: keras.Model) -> bool:
-    history = getattr(model.outputs[0], "_keras_history", None)
-    layer = history[0] if history else model.layers[-1]
-    activation = getattr(layer, "activation", None)
-    if activation is not None and getattr(activation, "__name__", "") == "softmax":
-        return True
-    return type(layer).__name__ == "Softmax"
-
-
-def _take(x: Any, idx: np.ndarray) -> Any:
-    if isinstance(x, (list, tuple)):
-        return [np.asarray(a)[idx] for a in x]
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[idx] for k, v in x.items()}
-    return np.asarray(x)[idx]
-
-
-def _length(x: Any) -> int:
-    if isinstance(x, (list, tuple)):
-        return len(x[0])
-    if isinstance(x, dict):
-        return len(next(iter(x.values())))
-    return len(x)
-
-
 def constrained_finetune(
     model: keras.Model,
     x: Any,
-    y: np.ndarray,
+    y: Any,
     constraints: Sequence[KernelConstraint],
     epochs: int = 1,
     batch_size: int = 64,
@@ -183,6 +141,7 @@ def constrained_finetune(
     loss: Optional[Callable[[Any, Any], Any]] = None,
     teacher: Optional[keras.Model] = None,
     distill_weight: float = 0.0,
+    temperature: float = 4.0,
     max_steps_per_epoch: Optional[int] = None,
     freeze_batchnorm: bool = False,
     seed: int = 0,
@@ -191,21 +150,28 @@ def constrained_finetune(
     """Fine-tune ``model`` in place while every constrained kernel stays compressed.
 
     Kernels named by ``constraints`` are trained only through them (centroids, masked
-    gradients); all other trainable weights train normally with Adam. With a ``teacher``
-    and ``distill_weight`` > 0 the loss mixes in the teacher's outputs (KL divergence
-    for probability outputs, MSE otherwise), which helps when labels are few. After the
-    last step every constraint is projected once more, so the result is exact.
+    gradients); all other trainable weights train normally with Adam. The task loss is
+    `kerascompress.finetune.task_loss` (cross-entropy for class labels, MSE otherwise)
+    unless ``loss(y, out)`` is given; with a ``teacher`` and ``distill_weight`` > 0 it
+    is mixed with Hinton distillation from the teacher's outputs. ``freeze_batchnorm``
+    runs BatchNormalization in inference mode (its statistics stay put), which is safer
+    when fine-tuning data is scarce. After the last
+    step every constraint is projected once more, so the result is exact.
     """
     import tensorflow as tf
 
-    loss_fn = loss or infer_loss(model, y)
-    probabilities = _ends_in_softmax(model)
+    from kerascompress.finetune import _as_list, _index, _n, distillation_loss, looks_like_probabilities, task_loss
+
     rng = np.random.default_rng(seed)
-    n = _length(x)
+    n = _n(x)
     steps_per_epoch = max(1, -(-n // batch_size))
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
     total = steps_per_epoch * max(0, epochs)
+    ys = _as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
+    probe = _as_list(model(_index(x, np.arange(min(n, 8))), training=False))
+    probs = [looks_like_probabilities(keras.ops.convert_to_numpy(p)) for p in probe]
+    alpha = float(distill_weight) if teacher is not None else 0.0
 
     frozen_bn: list[Any] = []
     if freeze_batchnorm:
@@ -220,19 +186,17 @@ def constrained_finetune(
         opt_vars = list(free) + [v for c in constraints for v in c.trainable()]
         optimizer = keras.optimizers.Adam(learning_rate)
         optimizer.build(opt_vars)
-        alpha = float(distill_weight) if teacher is not None else 0.0
 
         @tf.function(reduce_retracing=True)
         def train_step(xb: Any, yb: Any, tb: Any) -> Any:
             with tf.GradientTape() as tape:
-                out = model(xb, training=True)
-                value = loss_fn(yb, out)
-                if alpha > 0.0:
-                    if probabilities:
-                        soft = keras.losses.KLDivergence()(tb, out)
-                    else:
-                        soft = keras.losses.MeanSquaredError()(tb, out)
-                    value = (1.0 - alpha) * value + alpha * soft
+                outs = _as_list(model(xb, training=True))
+                value = 0.0
+                for i, out in enumerate(outs):
+                    task = loss(yb[i], out) if loss is not None else task_loss(yb[i], out, probs[i])
+                    value += (1.0 - alpha) * task
+                    if alpha > 0.0:
+                        value += alpha * distillation_loss(out, tb[i], probs[i], temperature)
                 if model.losses:
                     value = value + tf.add_n(model.losses)
             grads = tape.gradient(value, free + kernels)
@@ -258,9 +222,9 @@ def constrained_finetune(
                     break
                 for c in constraints:
                     c.update(step, total)
-                xb = _take(x, idx)
-                yb = np.asarray(y)[idx]
-                tb = teacher(xb, training=False) if alpha > 0.0 else tf.zeros(())
+                xb = _index(x, idx)
+                yb = [np.asarray(a)[idx] for a in ys]
+                tb = _as_list(teacher(xb, training=False)) if alpha > 0.0 else [0.0] * len(probs)
                 epoch_losses.append(float(train_step(xb, yb, tb)))
                 step += 1
             losses_per_epoch.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))

@@ -1,0 +1,173 @@
+"""Cluster: <= k values per kernel (and per channel), through fine-tuning and int8 export; honest gates."""
+from __future__ import annotations
+
+import gzip
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from kerascompress.data import DataBundle
+from kerascompress.errors import ConfigError
+from kerascompress.model_io import weights_digest
+from kerascompress.passes.base import ModelState, PassContext
+from kerascompress.passes.cluster import INITS, Cluster, kmeans_1d, tflite_kernel_stats
+from kerascompress.targets import Target, load
+
+KERNELS = ("conv1.kernel", "conv2.kernel", "fc1.kernel", "predictions.kernel")
+
+
+def _ctx(digits_data, target: str = "x86-avx2") -> PassContext:
+    x, y, xt, yt = digits_data
+    return PassContext(load(target), DataBundle(x, y, xt, yt), progress=lambda _m: None)
+
+
+def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+
+
+def _kernel(model: keras.Model, key: str) -> np.ndarray:
+    layer, attr = key.split(".")
+    return keras.ops.convert_to_numpy(getattr(model.get_layer(layer), attr))
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_kmeans_1d_gives_at_most_k_values_and_beats_uniform_rounding(init: str) -> None:
+    v = np.random.default_rng(0).standard_normal(5000)
+    cents, labels = kmeans_1d(v, 8, init=init)
+    assert cents.size <= 8 and np.all(np.diff(cents) > 0)
+    err = np.mean((v - cents[labels]) ** 2)
+    grid = np.linspace(v.min(), v.max(), 8)
+    uniform = np.mean((v - grid[np.abs(v[:, None] - grid).argmin(1)]) ** 2)
+    assert err < uniform
+
+
+def test_per_tensor_clustering_leaves_k_values_and_the_callers_model(digits_cnn, digits_data) -> None:
+    digest = weights_digest(digits_cnn)
+    out = Cluster(n_clusters=8).apply(ModelState(digits_cnn), _ctx(digits_data))
+    assert weights_digest(digits_cnn) == digest
+    model = out.state.model
+    for key in KERNELS:
+        assert np.unique(_kernel(model, key)).size <= 8, key
+        assert out.details["layers"][key]["unique_values"] <= 8
+    assert np.unique(_kernel(digits_cnn, "fc1.kernel")).size > 1000  # the original is untouched
+    # biases are not clustered
+    assert np.unique(keras.ops.convert_to_numpy(model.get_layer("fc1").bias)).size > 8
+    assert "gzip" in out.details["does_not_buy"] and "latency" in out.details["does_not_buy"]
+
+
+def test_per_channel_clustering_bounds_every_output_channel(digits_cnn, digits_data) -> None:
+    out = Cluster(n_clusters=4, per_channel=True, init="linear").apply(ModelState(digits_cnn), _ctx(digits_data))
+    for key in KERNELS:
+        k = _kernel(out.state.model, key)
+        per_channel = max(np.unique(k[..., c]).size for c in range(k.shape[-1]))
+        assert per_channel <= 4, key
+        assert out.details["layers"][key]["max_unique_per_channel"] <= 4
+
+
+def test_cluster_preserving_finetuning_keeps_k_values_and_recovers_accuracy(digits_cnn, digits_data) -> None:
+    x, y, xt, yt = digits_data
+    ctx = _ctx(digits_data)
+    plain = Cluster(n_clusters=4, init="density").apply(ModelState(digits_cnn), ctx).state.model
+    tuned_out = Cluster(n_clusters=4, init="density", finetune_epochs=2, learning_rate=1e-3).apply(
+        ModelState(digits_cnn), ctx)
+    tuned = tuned_out.state.model
+    for key in KERNELS:
+        assert np.unique(_kernel(tuned, key)).size <= 4, key
+    assert not np.array_equal(_kernel(tuned, "fc1.kernel"), _kernel(plain, "fc1.kernel"))
+    assert tuned_out.details["finetune"]["steps"] == 2 * int(np.ceil(len(x) / 64))
+    base, before, after = _accuracy(digits_cnn, xt, yt), _accuracy(plain, xt, yt), _accuracy(tuned, xt, yt)
+    assert after >= before - 0.01
+    assert after > base - 0.05, (base, before, after)
+
+
+def test_skip_layers_first_last_and_small_kernels(digits_cnn, digits_data) -> None:
+    ctx = _ctx(digits_data)
+    out = Cluster(n_clusters=8, skip_first=True, skip_last=True).apply(ModelState(digits_cnn), ctx)
+    d = out.details["layers"]
+    assert d["conv1.kernel"]["clustered"] is False and "first" in d["conv1.kernel"]["reason"]
+    assert d["predictions.kernel"]["clustered"] is False and "last" in d["predictions.kernel"]["reason"]
+    np.testing.assert_array_equal(_kernel(out.state.model, "conv1.kernel"), _kernel(digits_cnn, "conv1.kernel"))
+    out = Cluster(n_clusters=8, skip_layers=["fc1"], min_weights=1000).apply(ModelState(digits_cnn), ctx)
+    d = out.details["layers"]
+    assert not d["fc1.kernel"]["clustered"] and "min_weights" in d["conv1.kernel"]["reason"]
+    assert d["conv2.kernel"]["clustered"]
+    with pytest.raises(ConfigError, match="skip_layers"):
+        Cluster(skip_layers=["nope"]).apply(ModelState(digits_cnn), ctx)
+
+
+def test_existing_zeros_survive_clustering(digits_cnn, digits_data) -> None:
+    from kerascompress.passes.sparsity import Sparsity
+
+    sparse = Sparsity("unstructured", 0.6).apply(ModelState(digits_cnn), _ctx(digits_data)).state
+    out = Cluster(n_clusters=8).apply(sparse, _ctx(digits_data))
+    for key in KERNELS:
+        before, after = _kernel(sparse.model, key), _kernel(out.state.model, key)
+        assert np.all(after[before == 0] == 0)
+        assert np.mean(after == 0) == pytest.approx(0.6, abs=0.01)
+        assert np.unique(after).size <= 8
+
+
+@pytest.mark.parametrize("profile", ["x86-avx2", "nvidia-jetson-orin-sm87", "nvidia-t4-sm75", "nvidia-a100-sm80"])
+def test_gate_is_size_only_where_the_runtime_computes_dense(profile: str, digits_cnn) -> None:
+    target = load(profile)
+    gate = Cluster().gate(target, ModelState(digits_cnn))
+    assert gate.allowed and gate.benefit == "size"
+    assert gate.reason.startswith(f"compressed (gzip) size only: {profile}'s runtime computes dense")
+
+
+def test_gate_claims_latency_only_when_the_profile_says_so(digits_cnn) -> None:
+    palettized = Target(name="palette-npu", runtime="litert", device="npu", clustered_weights=True,
+                        sources={"clustered_weights": "vendor datasheet"})
+    gate = Cluster().gate(palettized, ModelState(digits_cnn))
+    assert gate.benefit == "size+latency" and "vendor datasheet" in gate.reason
+
+
+def test_int8_tflite_of_a_clustered_model(digits_cnn, digits_data) -> None:
+    """Per-channel int8 keeps <= k codes per output channel; per tensor it can exceed k.
+
+    Measured on this model: the converter quantizes weights per output channel with the
+    scale set by each channel's own largest magnitude, so the same centroid maps to
+    different int8 codes in different channels; a per-tensor-clustered kernel then holds
+    up to min(256, k x channels) codes, k per channel. gzip still shrinks.
+    """
+    from kerascompress.export.tflite import to_tflite
+
+    x = digits_data[0]
+    k = 8
+    clustered = Cluster(n_clusters=k).apply(ModelState(digits_cnn), _ctx(digits_data)).state.model
+    plain_int8 = to_tflite(digits_cnn, "int8", representative_data=x[:100], num_samples=100)
+    cl_int8 = to_tflite(clustered, "int8", representative_data=x[:100], num_samples=100)
+    stats = tflite_kernel_stats(cl_int8)
+    assert len(stats) == 4 and all(s["dtype"] == "int8" and s["per_channel_quantized"] for s in stats)
+    assert all(s["max_unique_per_channel"] <= k for s in stats), stats
+    assert max(s["unique_values"] for s in stats) <= 256
+    plain_stats = tflite_kernel_stats(plain_int8)
+    assert max(s["unique_values"] for s in plain_stats) > 100  # the unclustered int8 uses the code range
+    assert len(cl_int8) == pytest.approx(len(plain_int8), rel=0.02)  # raw size unchanged
+    assert len(gzip.compress(cl_int8, 9)) < 0.8 * len(gzip.compress(plain_int8, 9))
+
+
+def test_batchnorm_folding_breaks_per_tensor_counts_but_not_per_channel(digits_data) -> None:
+    """TFLite folds a following BatchNormalization into the conv kernel (a scale per output
+    channel), so per-tensor clusters become k values per channel in the float file too."""
+    from kerascompress.export.tflite import to_tflite
+
+    x, y, _, _ = digits_data
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 1))
+    h = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv")(inp)
+    h = layers.BatchNormalization(name="bn")(h)
+    h = layers.ReLU()(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    out = layers.Dense(10, activation="softmax", name="head")(h)
+    model = keras.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x[:512], y[:512], epochs=1, verbose=0)
+    clustered = Cluster(n_clusters=4, min_weights=0).apply(ModelState(model), _ctx(digits_data)).state.model
+    stats = {s["op"]: s for s in tflite_kernel_stats(to_tflite(clustered, "float32"))}
+    conv, head = stats["CONV_2D"], stats["FULLY_CONNECTED"]
+    assert head["unique_values"] <= 4
+    assert conv["max_unique_per_channel"] <= 4
+    assert conv["unique_values"] > 4  # BatchNorm folded into the kernel
