@@ -142,7 +142,6 @@ def test_mobilenetv2_exact():
     assert pruned.count_params() < 0.6 * model.count_params()
 
 
-@pytest.mark.slow
 def test_resnet50_exact():
     model = randomize(keras.applications.ResNet50(input_shape=(64, 64, 3), weights=None))
     _, groups, _, pruned = check_exact(model, fraction=0.5, n=1)

@@ -26,8 +26,8 @@ Keep = dict[int, np.ndarray]
 def round_width(size: int, wanted: float, multiple: int, min_channels: int) -> int:
     """Channels to keep: ``wanted`` rounded up to ``multiple``, at least ``min_channels``, at most ``size``."""
     multiple = max(1, int(multiple))
-    k = int(math.ceil(max(wanted, 0.0) / multiple - 1e-9)) * multiple
-    k = max(k, min_channels, 1)
+    k = max(wanted, min_channels, 1)
+    k = int(math.ceil(k / multiple - 1e-9)) * multiple
     return int(min(k, size))
 
 
