@@ -178,8 +178,8 @@ def test_missing_representative_data_is_a_data_error(digits_cnn):
 def test_unsupported_plans_are_config_errors(digits_cnn, digits_data):
     with pytest.raises(ConfigError, match="mixed"):
         to_tflite(digits_cnn, PrecisionPlan("mixed", layer_precisions=(("fc1", "fp16"),)))
-    with pytest.raises(ConfigError, match="percentile"):
-        to_tflite(digits_cnn, PrecisionPlan("int8", calibration="percentile"), representative_data=digits_data[0])
+    with pytest.raises(ConfigError, match="entropy"):
+        to_tflite(digits_cnn, PrecisionPlan("int8", calibration="entropy"), representative_data=digits_data[0])
     with pytest.raises(ConfigError, match="unknown TFLite precision"):
         to_tflite(digits_cnn, "int4")
     with pytest.raises(ConfigError, match="int8_io"):

@@ -35,7 +35,35 @@ DEFAULT_CALIBRATION_SAMPLES = 200
 _INTEGER_ONLY_EXEMPT = {"QUANTIZE", "DEQUANTIZE"}
 
 
+#: Activation range methods (see kerascompress.passes.calibration).
+CALIBRATIONS = ("minmax", "percentile", "mse")
+
+
 # --------------------------------------------------------------------------- plan
+
+
+def _mixed_as_int8(plan: PrecisionPlan) -> tuple[str, PrecisionPlan]:
+    """A per-layer plan in the one form LiteRT can run: int8 with float32 fallback.
+
+    The converter cannot mix fp16 and int8 in one model (asking for both silently gives
+    plain fp16), so a plan with both is refused rather than exported wrongly.
+    """
+    import dataclasses
+
+    kinds = {p for _, p in plan.layer_precisions}
+    unknown = kinds - {"int8", "fp16", "fp32"}
+    if unknown:
+        raise ConfigError(f"layer_precisions may name int8, fp16 or fp32; got {sorted(unknown)}")
+    if "fp16" in kinds:
+        raise ConfigError(
+            "a mixed plan with fp16 layers cannot be exported to LiteRT: the converter makes all weights fp16 or "
+            "none, and asking for fp16 and int8 together silently gives plain fp16; keep the non-int8 layers in "
+            "fp32 (int8 with float fallback) or use mode 'fp16' for the whole model"
+        )
+    if "int8" not in kinds:
+        return "float32", dataclasses.replace(plan, mode="float32", layer_precisions=(), int8_io=False)
+    floats = tuple(n for n, p in plan.layer_precisions if p != "int8")
+    return "int8", dataclasses.replace(plan, mode="int8", float_layers=tuple(plan.float_layers) + floats)
 
 
 def _normalize_plan(plan: Union[PrecisionPlan, str], int8_io: Optional[bool]) -> tuple[str, PrecisionPlan, bool]:
@@ -51,14 +79,10 @@ def _normalize_plan(plan: Union[PrecisionPlan, str], int8_io: Optional[bool]) ->
         raise ConfigError(f"`plan` must be a PrecisionPlan or a mode name, got {type(plan).__name__}")
     io = plan_obj.int8_io if int8_io is None else bool(int8_io)
     if mode == "mixed":
+        mode, plan_obj = _mixed_as_int8(plan_obj)
+    if plan_obj.calibration not in CALIBRATIONS:
         raise ConfigError(
-            "precision mode 'mixed' (per-layer fp16/int8) is not exported to TFLite yet; "
-            "use mode 'int8' with float_layers=... to keep chosen layers in float"
-        )
-    if plan_obj.calibration != "minmax":
-        raise ConfigError(
-            f"calibration {plan_obj.calibration!r} is not implemented for TFLite export yet "
-            "(it comes with mixed-precision support); use calibration='minmax'"
+            f"unknown calibration {plan_obj.calibration!r}; choose one of {', '.join(CALIBRATIONS)}"
         )
     if plan_obj.float_layers and mode != "int8":
         raise ConfigError(
@@ -278,9 +302,8 @@ def to_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode in ("int8", "int16x8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(
-            representative_data, trace.input_names, num_samples, trace.input_dtypes
-        )
+        samples = _representative(representative_data, trace.input_names, num_samples, trace.input_dtypes)
+        converter.representative_dataset = samples
         if mode == "int16x8":
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
@@ -291,8 +314,11 @@ def to_tflite(
             converter.inference_output_type = tf.int8
 
     kept_float: list[str] = []
-    if float_layers:
-        data, kept_float = _with_float_layers(converter, trace, float_layers, io)
+    recalibrate = mode == "int8" and plan_obj.calibration != "minmax"
+    if float_layers or recalibrate:
+        data, kept_float = _with_float_layers(
+            converter, trace, float_layers, io, plan_obj.calibration, samples if recalibrate else None
+        )
     else:
         data = _convert(converter)
     if io:
@@ -382,8 +408,12 @@ def layer_nodes(model_bytes: bytes, trace: _Trace) -> dict[str, list[str]]:
 
 
 def _with_float_layers(converter: Any, trace: _Trace, float_layers: Sequence[str],
-                       io: bool) -> tuple[bytes, list[str]]:
+                       io: bool, calibration: str = "minmax",
+                       samples: Optional[Callable[[], Iterator[list[np.ndarray]]]] = None) -> tuple[bytes, list[str]]:
     """Full-int8 conversion with the named layers' ops denylisted (kept in float).
+
+    With ``samples`` the calibrated activation ranges are replaced by ``calibration``
+    ("percentile" or "mse") ranges computed from the same samples (`_recalibrate`).
 
     Returns the model and the denylisted node names.
     The debugger calibrates once; the node names are read from its calibrated model (the
@@ -400,6 +430,8 @@ def _with_float_layers(converter: Any, trace: _Trace, float_layers: Sequence[str
     except Exception as exc:
         raise ExportError(f"TFLite int8 calibration failed: {_short(exc)}") from exc
     calibrated = bytes(debugger.calibrated_model)
+    if samples is not None:
+        calibrated = _recalibrate(calibrated, samples, calibration)
     nodes = layer_nodes(calibrated, trace)
     denylist: list[str] = []
     for name in float_layers:
@@ -411,8 +443,9 @@ def _with_float_layers(converter: Any, trace: _Trace, float_layers: Sequence[str
                 stacklevel=3,
             )
         denylist.extend(n for n in found if n not in denylist)
-    if io or not denylist:
-        # The debugger always asks for float I/O; int8 I/O goes to the quantizer directly.
+    if io or not denylist or samples is not None:
+        # The debugger always asks for float I/O and quantizes its own calibration;
+        # int8 I/O and recalibrated ranges go to the quantizer directly.
         data = _quantize(calibrated, converter, denylist, io)
     else:
         try:
@@ -426,6 +459,45 @@ def _with_float_layers(converter: Any, trace: _Trace, float_layers: Sequence[str
             ) from exc
     _check_denylisted_float(data, denylist, float_layers, nodes)
     return data, denylist
+
+
+def _recalibrate(calibrated: bytes, samples: Callable[[], Iterator[list[np.ndarray]]], method: str) -> bytes:
+    """Replace the min/max statistics of a calibrated model by ``method`` ranges.
+
+    The converter records min/max per tensor; percentile and MSE ranges need the values
+    themselves, so the calibrated (still float) model is run on the same samples with
+    every tensor kept, and each recorded per-tensor range is recomputed from them.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from kerascompress.passes.calibration import RangeCollector
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    tensors = model.subgraphs[0].tensors
+    wanted = [i for i, t in enumerate(tensors)
+              if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1]
+    interp = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    inputs = interp.get_input_details()
+    collectors = {i: RangeCollector(method) for i in wanted}
+    shapes: list[tuple[int, ...]] = []
+    for sample in samples():
+        now = [tuple(np.shape(v)) for v in sample]
+        if now != shapes:
+            for detail, shape in zip(inputs, now):
+                interp.resize_tensor_input(detail["index"], shape)
+            interp.allocate_tensors()
+            shapes = now
+        for detail, value in zip(inputs, sample):
+            interp.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
+        interp.invoke()
+        for i in wanted:
+            collectors[i].update(interp.get_tensor(i))
+    for i in wanted:
+        lo, hi = collectors[i].range()
+        tensors[i].quantization.min = np.array([lo], dtype=np.float32)
+        tensors[i].quantization.max = np.array([hi], dtype=np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _quantize(calibrated: bytes, converter: Any, denylist: list[str], io: bool) -> bytes:
