@@ -148,3 +148,24 @@ def test_keras_ops_elementwise_and_unknown():
     g = by_producer(groups_of(keras.Model(x, out)))
     assert g["a"] is g["b"] and g["a"].prunable
     assert not g["c"].prunable
+
+
+@keras.saving.register_keras_serializable(package="kc_tests")
+class Twice(L.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def test_a_failing_rule_freezes_instead_of_crashing():
+    from kerascompress.graph.layer_rules import LayerRule
+
+    class Broken(LayerRule):
+        def propagate(self, node, in_maps, table):
+            raise IndexError("boom")
+
+    register_layer_rule("Twice", Broken())
+    x = keras.Input((6, 6, 3))
+    y = Twice(name="twice")(L.Conv2D(8, 3, name="y")(x))
+    out = L.Dense(2)(L.GlobalAveragePooling2D()(y))
+    g = by_producer(groups_of(keras.Model(x, out)))
+    assert not g["y"].prunable and "rule failed (IndexError: boom)" in g["y"].frozen[0]

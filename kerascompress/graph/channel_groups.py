@@ -191,8 +191,9 @@ def find_channel_groups(graph: Any) -> ChannelGroups:
             out_maps = list(rule.propagate(node, in_maps, table))
             if len(out_maps) < _out_count(node):
                 out_maps += [out_maps[-1]] * (_out_count(node) - len(out_maps))
-        except Freeze as exc:
-            reason = f"{node.layer_name} ({node.class_name}): {exc}"
+        except Exception as exc:  # noqa: BLE001 - a rule that cannot follow a node freezes, never crashes
+            detail = str(exc) if isinstance(exc, Freeze) else f"its channel rule failed ({type(exc).__name__}: {exc})"
+            reason = f"{node.layer_name} ({node.class_name}): {detail}"
             frozen_nodes[name] = reason
             for m in in_maps:
                 if m is not None:
