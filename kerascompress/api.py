@@ -227,7 +227,9 @@ def optimize(
     report.constraints_met = _constraints_met(final, baseline, constraints)
 
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="kerascompress-"))
-    artifacts = _write_outputs(out, current, current_artifact, baseline_artifact, tgt, report, progress)
+    artifacts = _write_outputs(
+        out, current, current_artifact, baseline_artifact, tgt, report, progress, _take(measurer.x_eval, 8)
+    )
     report.artifacts = {k: (str(v) if v else None) for k, v in artifacts.items()}
     (out / "report.json").write_text(report.to_json())
     (out / "report.md").write_text(report.to_markdown())
@@ -321,6 +323,7 @@ def _write_outputs(
     target: Target,
     report: Report,
     progress: Callable[[str], None],
+    sample: Any = None,
 ) -> dict[str, Optional[Path]]:
     """Write every artifact into ``out`` all-or-nothing: into a scratch folder, then moved."""
     out.mkdir(parents=True, exist_ok=True)
@@ -336,7 +339,7 @@ def _write_outputs(
         if artifact_kind(target) == "tflite":
             names["onnx"] = _write_float_onnx(state, scratch, report, progress)
         else:
-            names["tensorrt_engine"] = _write_tensorrt(scratch / f"model{final.suffix}", target, scratch, report)
+            names.update(_write_tensorrt(scratch / f"model{final.suffix}", state, target, scratch, report, sample))
         for child in scratch.iterdir():
             os.replace(child, out / child.name)
     finally:
@@ -359,12 +362,22 @@ def _write_float_onnx(state: ModelState, folder: Path, report: Report, progress:
     return "model.onnx"
 
 
-def _write_tensorrt(onnx_path: Path, target: Target, folder: Path, report: Report) -> Optional[str]:
+def _write_tensorrt(
+    onnx_path: Path, state: ModelState, target: Target, folder: Path, report: Report, sample: Any
+) -> dict[str, Optional[str]]:
+    """Build the engine where TensorRT and the GPU are here; otherwise write how to build it."""
     from kerascompress.export.tensorrt import to_tensorrt
 
-    result = to_tensorrt(onnx_path, target=target, out_dir=folder)
-    engine = getattr(result, "engine_path", None)
-    status = getattr(result, "status", "")
-    if status:
-        report.notes.append(f"TensorRT: {status}")
-    return Path(engine).name if engine else None
+    sparse = any(s.status == "applied" and s.details.get("pattern") == "2:4" for s in report.steps)
+    result = to_tensorrt(
+        onnx_path, target=target, out_dir=folder, sparsity=sparse and target.supports("sparse_2_4"),
+        reference_model=state.model, sample_data=sample,
+    )
+    report.notes.append(f"TensorRT: {result.status}")
+    if not result.built:
+        report.notes.append(f"build it on the device with: {result.trtexec_command}")
+    report.notes.extend(f"TensorRT: {n}" for n in result.notes)
+    names: dict[str, Optional[str]] = {"tensorrt_engine": Path(result.engine_path).name if result.engine_path else None}
+    if result.script_path is not None:
+        names["tensorrt_build_script"] = Path(result.script_path).name
+    return names

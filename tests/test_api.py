@@ -117,3 +117,20 @@ def test_bad_inputs_are_named(digits_cnn, tmp_path):
                     output_dir=tmp_path, verbose=False)
     with pytest.raises(kc.ConfigError, match="max_accuracy_drop"):
         kc.Constraints(max_accuracy_drop=5)
+
+
+def test_tensorrt_target_gets_qdq_onnx_and_build_files(digits_cnn, digits_split, tmp_path):
+    import onnx
+
+    result = kc.optimize(digits_cnn, target="nvidia-t4-sm75", data=digits_split, recipe="quantize",
+                         output_dir=tmp_path, verbose=False)
+    steps = {s.name: s for s in result.report.steps}
+    assert steps["quantize:int8"].status == "applied"
+    assert steps["quantize:dynamic"].status == "skipped"
+    assert result.report.baseline.accuracy - steps["quantize:int8"].after.accuracy <= 0.01
+    ops = {n.op_type for n in onnx.load(str(result.artifacts["onnx"])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert result.artifacts["tensorrt_engine"] is None  # no TensorRT on this machine
+    assert result.artifacts["tensorrt_build_script"].exists()
+    assert "--stronglyTyped" in (tmp_path / "trtexec.sh").read_text()
+    assert any("engine not built here" in n for n in result.report.notes)

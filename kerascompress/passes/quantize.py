@@ -79,6 +79,8 @@ class Quantize(Pass):
             )
         if target.full_integer_only and self.float_layers:
             return Gate.refuse(f"{target.name} has no float fallback; cannot keep {list(self.float_layers)} in float")
+        if self.mode == "dynamic" and target.runtime == "tensorrt":
+            return Gate.refuse("TensorRT has no weight-only (dynamic range) int8 mode; use int8 (Q/DQ) or fp16")
         precision = _KERNEL_OF_MODE[self.mode]
         kernel = target.kernel(precision)
         source = target.source(f"precisions.{precision}")
