@@ -96,3 +96,17 @@ def test_validate_dispatches_onnx_lazily(tmp_path):
     with pytest.raises(ExportError) as info:
         validate(bad, runs=0)
     assert "TFLite" not in str(info.value)
+
+
+def test_validate_an_onnx_export_against_keras(digits_cnn, digits_data, tmp_path):
+    from kerascompress.export.onnx import to_onnx
+    from kerascompress.validate import validate
+
+    _, _, x_test, y_test = digits_data
+    path = tmp_path / "m.onnx"
+    to_onnx(digits_cnn, path=path)
+    result = validate(path, reference=digits_cnn, data=(x_test, y_test), runs=5)
+    assert result.format == "onnx"
+    assert result.fidelity.max_abs_error < 1e-4
+    assert result.fidelity.top1_agreement == 1.0
+    assert result.latency.median_ms > 0
