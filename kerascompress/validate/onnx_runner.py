@@ -8,7 +8,6 @@ Inputs and outputs are float32 in Keras order, whatever the graph stores inside
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Mapping, Sequence, Union
@@ -17,21 +16,7 @@ import numpy as np
 
 from kerascompress.errors import DataError, ExportError
 
-try:  # the TFLite runner owns the shared latency record; reuse it when it is there
-    from kerascompress.validate.litert import LatencyStats  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover - depends on the other module being present
-    import dataclasses
-
-    @dataclasses.dataclass(frozen=True)
-    class LatencyStats:  # type: ignore[no-redef]
-        """Latency of one model on one runtime (milliseconds per call)."""
-
-        median_ms: float
-        p90_ms: float
-        mean_ms: float
-        runs: int
-        threads: int
-
+from kerascompress.validate.litert import LatencyStats
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
@@ -104,25 +89,27 @@ class OnnxModel:
         outs = [o.astype(np.float32) if np.issubdtype(o.dtype, np.floating) else o for o in outs]
         return outs[0] if len(outs) == 1 else outs
 
+    def prepare_timing(self, x: Inputs | None = None) -> None:
+        """Fix the batch-1 feeds `run_once` uses (``x[:1]``, or random inputs)."""
+        if x is None:
+            self._timing_feeds = self._random_feeds()
+        else:
+            self._timing_feeds = {k: v[:1] for k, v in self._feeds(x).items()}
+
+    def run_once(self) -> float:
+        """One timed call on the prepared feeds, in milliseconds (for interleaved timing)."""
+        if getattr(self, "_timing_feeds", None) is None:
+            self.prepare_timing()
+        t0 = time.perf_counter()
+        self.session.run(None, self._timing_feeds)
+        return (time.perf_counter() - t0) * 1000.0
+
     def latency(self, runs: int = 50, warmup: int = 5, x: Inputs | None = None) -> LatencyStats:
         """Wall-clock time per call on this host (random inputs of batch 1 by default)."""
-        feeds = self._feeds(x) if x is not None else self._random_feeds()
+        self.prepare_timing(x)
         for _ in range(max(0, warmup)):
-            self.session.run(None, feeds)
-        times = []
-        for _ in range(max(1, runs)):
-            t0 = time.perf_counter()
-            self.session.run(None, feeds)
-            times.append((time.perf_counter() - t0) * 1000.0)
-        times.sort()
-        p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-        return LatencyStats(
-            median_ms=float(statistics.median(times)),
-            p90_ms=float(p90),
-            mean_ms=float(statistics.fmean(times)),
-            runs=len(times),
-            threads=self.num_threads,
-        )
+            self.run_once()
+        return LatencyStats.from_times([self.run_once() for _ in range(max(1, runs))], self.num_threads)
 
     def _random_feeds(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(0)
