@@ -171,3 +171,93 @@ def test_batchnorm_folding_breaks_per_tensor_counts_but_not_per_channel(digits_d
     assert head["unique_values"] <= 4
     assert conv["max_unique_per_channel"] <= 4
     assert conv["unique_values"] > 4  # BatchNorm folded into the kernel
+
+
+# --------------------------------------------------------------------------- tf_keras through tfmot
+
+
+def test_keras3_models_are_not_taken_for_tf_keras(digits_cnn) -> None:
+    from kerascompress.legacy import is_tf_keras_model
+
+    assert not is_tf_keras_model(digits_cnn)
+
+
+def test_tfmot_session_restores_tf_use_legacy_keras(tmp_path, monkeypatch) -> None:
+    """tfmot sets TF_USE_LEGACY_KERAS=1 when imported; the session must not let it leak."""
+    import os
+    import sys
+
+    from kerascompress.legacy import tfmot_backend
+
+    fake = tmp_path / "tensorflow_model_optimization"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import os\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorflow_model_optimization", raising=False)
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    monkeypatch.setattr(tfmot_backend, "missing_reason", lambda: None)
+    with tfmot_backend.tfmot_session() as mod:
+        assert os.environ.get("TF_USE_LEGACY_KERAS") == "1" and mod.__name__ == "tensorflow_model_optimization"
+    assert "TF_USE_LEGACY_KERAS" not in os.environ
+    monkeypatch.setenv("TF_USE_LEGACY_KERAS", "0")
+    with tfmot_backend.tfmot_session():
+        pass
+    assert os.environ["TF_USE_LEGACY_KERAS"] == "0"
+    monkeypatch.delitem(sys.modules, "tensorflow_model_optimization", raising=False)
+
+
+def test_tfmot_path_unavailable_says_how_to_install(monkeypatch) -> None:
+    from kerascompress.legacy import LegacyUnavailable, missing_reason, tfmot_session
+
+    reason = missing_reason()
+    if reason is None:
+        pytest.skip("tfmot and tf_keras are installed here")
+    assert "kerascompress[tfmot]" in reason
+    with pytest.raises(LegacyUnavailable, match="not installed"):
+        with tfmot_session():
+            pass
+
+
+def test_tf_keras_model_clustered_through_tfmot_end_to_end(digits_data) -> None:
+    from kerascompress.legacy import missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"tfmot path not installed: {reason}")
+    import os
+
+    saved = os.environ.get("TF_USE_LEGACY_KERAS")
+    import tf_keras
+
+    x, y, _, _ = digits_data
+    inp = tf_keras.Input((8, 8, 1))
+    h = tf_keras.layers.Conv2D(8, 3, activation="relu")(inp)
+    h = tf_keras.layers.Flatten()(h)
+    out = tf_keras.layers.Dense(10, activation="softmax")(h)
+    legacy = tf_keras.Model(inp, out)
+    before = [w.copy() for w in legacy.get_weights()]
+    ctx = PassContext(load("x86-avx2"), DataBundle(x, y, x[:100], y[:100]), progress=lambda _m: None)
+    result = Cluster(n_clusters=8, finetune_epochs=1).apply(ModelState(legacy), ctx)
+    assert result.details["backend"] == "tfmot"
+    for w in (l.kernel.numpy() for l in result.state.model.layers if hasattr(l, "kernel")):
+        assert np.unique(w).size <= 8
+    assert all(np.array_equal(a, b) for a, b in zip(before, legacy.get_weights()))
+    assert os.environ.get("TF_USE_LEGACY_KERAS") == saved
+
+
+def test_optimize_keeps_cluster_and_reports_gzip_gain(digits_cnn, digits_data) -> None:
+    """Through the driver: raw size unchanged (so not rolled back), gzip smaller, caller untouched."""
+    import kerascompress as kc
+    from kerascompress.api_types import Constraints
+
+    x, y, xt, yt = digits_data
+    digest = weights_digest(digits_cnn)
+    result = kc.optimize(
+        digits_cnn, target=load("x86-avx2"), data={"train": (x, y), "eval": (xt, yt)}, recipe=[Cluster(16)],
+        constraints=Constraints(max_accuracy_drop=0.05, max_slowdown=100.0), verbose=False, latency_runs=3,
+    )
+    (step,) = result.report.steps
+    assert step.status == "applied" and step.benefit == "size", step.reason
+    assert step.after.size_bytes == pytest.approx(step.before.size_bytes, rel=0.001)
+    assert step.after.gzip_bytes < 0.5 * step.before.gzip_bytes
+    assert weights_digest(digits_cnn) == digest

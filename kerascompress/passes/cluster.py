@@ -269,6 +269,10 @@ class Cluster(Pass):
         )
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+
+        if is_tf_keras_model(state.model):
+            return self._apply_tfmot(state, ctx)
         from kerascompress.model_io import copy_model
         from kerascompress.passes.constrained_training import ClusterConstraint, finetune_from_context
 
@@ -321,6 +325,22 @@ class Cluster(Pass):
         }
         if self.finetune_epochs > 0 and ft is None:
             details["finetune_skipped"] = "no labelled training data in the pipeline"
+        return PassOutput(state.replace(model=model), details)
+
+
+    def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        """A tf_keras (Keras 2) model: tfmot's clustering, imported only now."""
+        from kerascompress.legacy.tfmot_backend import cluster_tf_keras
+
+        if self.per_channel:
+            from kerascompress.errors import ConfigError
+
+            raise ConfigError("per-channel clustering of tf_keras models is not offered through tfmot here")
+        data = ctx.data
+        x, y = (data.x_train, data.y_train) if data is not None and data.can_train else (None, None)
+        model, details = cluster_tf_keras(state.model, self.n_clusters, self.init, x, y, self.finetune_epochs,
+                                          self.batch_size, self.learning_rate, self.skip_layers)
+        details["does_not_buy"] = _does_not_buy(ctx.target)
         return PassOutput(state.replace(model=model), details)
 
 

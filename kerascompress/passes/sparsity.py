@@ -206,6 +206,10 @@ class Sparsity(Pass):
         )
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+
+        if is_tf_keras_model(state.model):
+            return self._apply_tfmot(state, ctx)
         from kerascompress.model_io import copy_model
         from kerascompress.passes.constrained_training import MaskConstraint, _all_layers, finetune_from_context
 
@@ -217,12 +221,15 @@ class Sparsity(Pass):
         gradual = self.schedule == "polynomial" and self.finetune_epochs > 0 and ctx.data is not None and ctx.data.can_train
         layers_out: dict[str, Any] = {}
         constraints = []
+        looks_clustered: list[str] = []
         for layer, attr, var in kernels:
             key = f"{layer.name}.{attr}"
             if key in skip:
                 layers_out[key] = {"sparse": False, "reason": skip[key]}
                 continue
             value = keras.ops.convert_to_numpy(var)
+            if np.unique(value).size <= 256:
+                looks_clustered.append(key)
             start = self.initial_sparsity if gradual else self.sparsity
             mask = self._mask(value, start)
             var.assign(value * mask)
@@ -264,6 +271,23 @@ class Sparsity(Pass):
             details["schedule_note"] = "polynomial schedule needs fine-tuning with labels; pruned one-shot instead"
         if self.finetune_epochs > 0 and ft is None:
             details["finetune_skipped"] = "no labelled training data in the pipeline"
+        if ft is not None and looks_clustered:
+            details["clusters_note"] = (
+                f"{len(looks_clustered)} kernel(s) looked clustered (<= 256 values) before this pass; fine-tuning "
+                f"under masks moves their weights off the centroids. Put Sparsity before Cluster (Cluster keeps "
+                f"exact zeros)"
+            )
+        return PassOutput(state.replace(model=model), details)
+
+    def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        """A tf_keras (Keras 2) model: tfmot's pruning (with ``sparsity_m_by_n`` for 2:4), imported only now."""
+        from kerascompress.legacy.tfmot_backend import sparsity_tf_keras
+
+        data = ctx.data
+        x, y = (data.x_train, data.y_train) if data is not None and data.can_train else (None, None)
+        model, details = sparsity_tf_keras(state.model, self.pattern, self.sparsity, x, y, self.finetune_epochs,
+                                           self.batch_size, self.learning_rate)
+        details["does_not_buy"] = _does_not_buy(self, ctx.target)
         return PassOutput(state.replace(model=model), details)
 
     # ----------------------------------------------------------------- helpers
