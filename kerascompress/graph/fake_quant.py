@@ -205,7 +205,7 @@ def quantizable_layers(model: keras.Model) -> list[str]:
     names: list[str] = []
     for info in infos:
         layer = info.layer
-        if is_weighted(layer) or (layer.weights and not isinstance(layer, (layers.BatchNormalization, FakeQuant))
+        if is_weighted(layer) or (_weights(layer) and not isinstance(layer, (layers.BatchNormalization, FakeQuant))
                                   and not isinstance(layer, keras.Model)):
             if layer.name not in names:
                 names.append(layer.name)
@@ -420,9 +420,9 @@ def fake_quant_model(
                 y = layers.Activation(post_act, name=_fresh(f"{layer.name}_{post_act}", used_names))(y)
             outs = y
         elif alone:
-            op = _rounded_copy(layer) if layer.weights else layer
+            op = _rounded_copy(layer) if _weights(layer) else layer
             flat = keras.tree.flatten(op(*args, **kwargs))
-            if layer.weights:
+            if _weights(layer):
                 qlayers.append(layer.name)
             outs = [new_fq(layer.name, layer.name)(o) if str(o.dtype).startswith("float") and not _fixed_range(layer)
                     else o for o in flat]
@@ -433,7 +433,7 @@ def fake_quant_model(
                 flat = keras.tree.flatten(outs)
                 if len(flat) == 1:
                     outs = new_fq(layer.name, layer.name)(flat[0])
-                if layer.weights and not isinstance(layer, (layers.BatchNormalization, keras.Model)):
+                if _weights(layer) and not isinstance(layer, (layers.BatchNormalization, keras.Model)):
                     qlayers.append(layer.name)
         for t, y in zip(node.outputs, keras.tree.flatten(outs)):
             tensors[id(t)] = y
@@ -454,6 +454,37 @@ def _rounded_copy(layer: Any) -> Any:
     copy.build(layer.input.shape)
     axis = 2 if isinstance(layer, layers.DepthwiseConv2D) else -1
     copy.set_weights([quantize_weights(w, True, axis) if w.ndim >= 2 else w for w in layer.get_weights()])
+    return copy
+
+
+def _weights(layer: Any) -> list:
+    """A layer's weights; [] for plain Keras ops (keras.ops.* calls in a Functional graph)."""
+    return list(getattr(layer, "weights", None) or [])
+
+
+def unbalance_channel(model: keras.Model, producer: str, consumer: str, channel: int = 0,
+                      factor: float = 300.0) -> keras.Model:
+    """A copy of ``model`` computing the same function with one channel ``factor`` times larger.
+
+    Scales output ``channel`` of ``producer`` (a Conv2D/Dense with ReLU or linear
+    activation, directly feeding ``consumer``) by ``factor`` and the matching input
+    weights of ``consumer`` by 1/factor. ReLU commutes with positive scaling, so float
+    outputs are unchanged, but the shared per-tensor activation range is now dominated by
+    one channel - the unbalanced channel ranges real networks show (the reason for
+    cross-layer equalization). Used to build honest models where plain int8 PTQ fails.
+    """
+    from kerascompress.finetune import clone
+
+    copy = clone(model)
+    p, c = copy.get_layer(producer), copy.get_layer(consumer)
+    pw = p.get_weights()
+    pw[0][..., channel] *= factor
+    if len(pw) > 1:
+        pw[1][channel] *= factor
+    p.set_weights(pw)
+    cw = c.get_weights()
+    cw[0][..., channel, :] /= factor
+    c.set_weights(cw)
     return copy
 
 

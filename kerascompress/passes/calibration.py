@@ -48,9 +48,9 @@ def _mse_range(values: np.ndarray, lo: float, hi: float, steps: int = 64) -> tup
     if hi - lo <= 0:
         return lo, hi
     best, best_err = (lo, hi), np.inf
-    for a in np.linspace(1.0 / steps, 1.0, steps):
+    for a in np.linspace(1.0, 1.0 / steps, steps):  # widest first: ties keep the wider range
         err = float(np.mean((quantize_dequantize(values, a * lo, a * hi) - values) ** 2))
-        if err < best_err - 1e-15 * max(best_err, 1.0):
+        if err < best_err:
             best, best_err = (a * lo, a * hi), err
     return best
 
