@@ -112,7 +112,8 @@ class LowRank(Pass):
     agreement) the pass may lose against the model it receives; with fine-tuning the
     per-layer check uses ``max_accuracy_drop_before_finetune`` (default 5x) and the
     budget is checked again after fine-tuning. ``min_speedup``: measured speed-up a
-    factorization must reach to stay. ``measure``: "auto" times on the target when it
+    factorization must reach to stay (default 1.05: a margin over timing noise, so a
+    layer is only swapped for a clear win). ``measure``: "auto" times on the target when it
     runs here; False never times (decisions by estimate).
     """
 
@@ -129,7 +130,7 @@ class LowRank(Pass):
         min_params: int = 4096,
         max_accuracy_drop: float = 0.01,
         max_accuracy_drop_before_finetune: Optional[float] = None,
-        min_speedup: float = 1.0,
+        min_speedup: float = 1.05,
         min_mac_ratio: float = 1.0,
         measure: Any = "auto",
         latency_runs: int = 60,
