@@ -159,6 +159,21 @@ def test_refuses_a_measured_slower_decomposition(monkeypatch):
     assert out.state is state
 
 
+def test_timing_failure_falls_back_to_the_estimate_and_says_so(monkeypatch):
+    model = _low_rank_mlp()
+    monkeypatch.setattr(Target, "runs_here", lambda self: True)
+    monkeypatch.setattr(lr, "_to_tflite", lambda *a, **k: b"tflite")
+
+    def broken(*a, **k):
+        raise RuntimeError("interpreter crashed")
+
+    monkeypatch.setattr(lr, "_compare_latency", broken)
+    out = LowRank(energy=0.999, min_params=1000).apply(ModelState(model), _ctx(HERE, _bundle(model)))
+    entry = out.details["layers"]["fc1"]
+    assert entry["status"] == "decomposed" and entry["speedup"] is None
+    assert "timing on litert-here failed: RuntimeError: interpreter crashed" in entry["reason"]
+
+
 def test_conv_method_chosen_by_measured_latency(monkeypatch):
     """Both conv factorizations pass the estimate; the one measured faster wins, not the one with fewer MACs."""
     inp = keras.Input((16, 16, 32))

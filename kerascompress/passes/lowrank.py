@@ -69,12 +69,14 @@ def judge(
     budget: Optional[float] = None,
     min_speedup: float = 1.0,
     min_mac_ratio: float = 1.0,
+    not_measured: str = "",
 ) -> tuple[bool, str]:
     """Keep a factorization or not, and the sentence that says why.
 
     A pure function of the estimate, the accuracy drop and the measured speed-up
     (``speedup`` = latency without / latency with; None when not measured) so the
-    decision rule can be tested with any timings.
+    decision rule can be tested with any timings. ``not_measured`` says why latency
+    was not measured (default: the target does not run on this host).
     """
     macs = f"{cand.mac_ratio:.2f}x fewer MACs" if cand.mac_ratio >= 1 else f"{1 / cand.mac_ratio:.2f}x MORE MACs"
     if not cand.mac_ratio > min_mac_ratio:
@@ -88,7 +90,7 @@ def judge(
     if speedup is None:
         return True, (
             f"{head}: {macs}, {cand.param_ratio:.2f}x fewer parameters; latency not measured "
-            f"({target_name} does not run on this host): decomposed by the estimate"
+            f"({not_measured or target_name + ' does not run on this host'}): decomposed by the estimate"
         )
     if speedup < min_speedup:
         return False, f"{head}: {macs} but {speedup:.2f}x speed on {target_name}: kept original"
@@ -362,30 +364,34 @@ class _Run:
             entry.update(status="kept", reason=reasons[0] if len(reasons) == 1 else "; ".join(reasons))
             return entry
         speed: dict[int, Optional[float]] = {i: None for i in range(len(survivors))}
+        best, not_measured, blobs = 0, "", {}  # default: fewest MACs
         if self.timed:
-            blobs = {"before": self.baseline_bytes()}
-            for i, (c, g, model, _, _, _) in enumerate(survivors):
-                blobs[f"c{i}"] = self._tflite(model)
-            stats = _compare_latency(blobs, runs=p.latency_runs, warmup=max(3, p.latency_runs // 10))
-            base = stats["before"]
-            for i in range(len(survivors)):
-                speed[i] = base / max(stats[f"c{i}"], 1e-9)
-                entry["candidates"][cands.index(survivors[i][0])]["speedup"] = round(speed[i], 4)
-            best = max(speed, key=lambda i: speed[i])
-            entry["latency_ms_before"] = round(base, 5)
-            entry["latency_ms_after"] = round(stats[f"c{best}"], 5)
-        else:
-            best = 0  # fewest MACs
+            try:
+                blobs = {"before": self.baseline_bytes()}
+                for i, (c, g, model, _, _, _) in enumerate(survivors):
+                    blobs[f"c{i}"] = self._tflite(model)
+                stats = _compare_latency(blobs, runs=p.latency_runs, warmup=max(3, p.latency_runs // 10))
+            except Exception as e:  # noqa: BLE001 - a runtime failure must not lose the whole pass
+                not_measured = f"timing on {self.target.name} failed: {type(e).__name__}: {str(e)[:200]}"
+                entry["latency_error"] = not_measured
+            else:
+                base = stats["before"]
+                for i in range(len(survivors)):
+                    speed[i] = base / max(stats[f"c{i}"], 1e-9)
+                    entry["candidates"][cands.index(survivors[i][0])]["speedup"] = round(speed[i], 4)
+                best = max(speed, key=lambda i: speed[i])
+                entry["latency_ms_before"] = round(base, 5)
+                entry["latency_ms_after"] = round(stats[f"c{best}"], 5)
         c, g, model, drop, head, new = survivors[best]
         keep, why = judge(head, c, self.target.name, speedup=speed[best], accuracy_drop=drop,
-                          budget=self.layer_budget, min_speedup=p.min_speedup, min_mac_ratio=p.min_mac_ratio)
+                          budget=self.layer_budget, min_speedup=p.min_speedup, min_mac_ratio=p.min_mac_ratio,
+                          not_measured=not_measured)
         entry.update(_cand_info(c))
         entry.update(speedup=None if speed[best] is None else round(speed[best], 4), accuracy_drop=round(drop, 6),
                      reason=why)
         if keep:
             self.graph, self.model = g, model
-            if self.timed:
-                self._bytes = blobs[f"c{best}"]
+            self._bytes = blobs.get(f"c{best}")
             entry.update(status="decomposed", replacement=list(new))
         else:
             entry.update(status="kept")
