@@ -1,0 +1,109 @@
+"""Mixed precision: meets a budget full INT8 misses, with fewer float layers than a naive rule."""
+import keras
+import numpy as np
+import pytest
+
+from kerascompress.data import DataBundle
+from kerascompress.errors import ConfigError
+from kerascompress.export.tflite import to_tflite
+from kerascompress.graph import fake_quant as fq
+from kerascompress.passes.base import ModelState, PassContext
+from kerascompress.passes.mixed_precision import metric_of, search_mixed_plan, tflite_evaluator
+from kerascompress.passes.quantize import Quantize
+from kerascompress.precision import PrecisionPlan
+from kerascompress.targets.target import Kernel, Target
+from kerascompress.validate.litert import LiteRTModel
+
+X86 = Target("x86-test", precisions={"fp32": Kernel.FAST, "fp16": Kernel.STORAGE, "int8": Kernel.FAST})
+GPU = Target("gpu-test", runtime="tensorrt", device="gpu",
+             precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST, "int8": Kernel.FAST})
+EDGETPU = Target("tpu-test", device="npu", precisions={"int8": Kernel.FAST}, full_integer_only=True)
+NO_INT8 = Target("fp-only", precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST})
+
+
+@pytest.fixture(scope="module")
+def sensitive(digits_cnn, digits_data):
+    """digits_cnn with conv1's busiest channel 300x larger (conv2 compensates): same float
+    function, but the per-tensor int8 range of conv1's output is ruined."""
+    x = digits_data[0][:256]
+    out = keras.Model(digits_cnn.inputs, digits_cnn.get_layer("conv1").output).predict(x, verbose=0)
+    channel = int(np.argmax(out.reshape(-1, out.shape[-1]).mean(0)))
+    return fq.unbalance_channel(digits_cnn, "conv1", "conv2", channel=channel, factor=300.0)
+
+
+@pytest.fixture(scope="module")
+def split(digits_data):
+    x, y, xt, yt = digits_data
+    return x[:256], x[256:756], y[256:756], xt, yt
+
+
+def _accuracy(data, x, y):
+    return metric_of(LiteRTModel(data).predict(x), y, None)
+
+
+def test_mixed_plan_meets_a_budget_full_int8_misses_with_fewer_float_layers(sensitive, split):
+    calib, xs, ys, xt, yt = split
+    float_acc = metric_of(sensitive.predict(xt, verbose=0), yt, None)
+    int8_acc = _accuracy(to_tflite(sensitive, "int8", representative_data=calib), xt, yt)
+    assert float_acc - int8_acc > 0.01  # full int8 misses a one-point budget on held-out data
+
+    result = search_mixed_plan(sensitive, X86, calib, xs, ys, max_drop=0.01)
+    assert result.budget_met and result.int8_metric < result.float_metric - 0.01
+    assert set(result.high_precision_layers) == {"conv1", "conv2"}
+    assert result.plan == PrecisionPlan("int8", float_layers=("conv1", "conv2"), layer_precisions=(
+        ("conv1", "fp32"), ("conv2", "fp32"), ("fc1", "int8"), ("predictions", "int8")))
+    mixed_acc = _accuracy(to_tflite(sensitive, result.plan, representative_data=calib), xt, yt)
+    assert float_acc - mixed_acc <= 0.01  # and it holds on the held-out test split too
+
+    # Naive rule: keep the first and last layers in float, then move inward.
+    naive = ["conv1", "predictions", "conv2", "fc1"]
+    evaluate = tflite_evaluator(sensitive, calib, xs, ys, sensitive.predict(xs, verbose=0))
+    naive_k = next(k for k in range(1, 5) if result.float_metric - evaluate(naive[:k]) <= 0.01)
+    assert len(result.high_precision_layers) < naive_k
+
+    d = result.details()
+    assert d["kept_in_fp32"] == ["conv1", "conv2"] or set(d["kept_in_fp32"]) == {"conv1", "conv2"}
+    assert d["savings"]["weight_size_ratio"] < 0.5 and d["cost"]["points_lost_vs_float"] <= 1.0
+    assert [s["layer"] for s in d["sensitivity"][:2]] in (["conv1", "conv2"], ["conv2", "conv1"])
+
+
+def test_tensorrt_plan_is_int8_where_it_pays_and_fp16_elsewhere(sensitive, split):
+    calib, xs, ys, _, _ = split
+    result = search_mixed_plan(sensitive, GPU, calib, xs, ys, max_drop=0.01)
+    assert result.plan.mode == "mixed" and result.high_precision == "fp16"
+    precisions = dict(result.plan.layer_precisions)
+    assert {n for n, p in precisions.items() if p == "fp16"} == set(result.high_precision_layers)
+    assert precisions["fc1"] == "int8" and "conv1" in result.high_precision_layers
+    assert result.budget_met
+
+
+def test_quantize_mixed_pass_puts_plan_cost_and_savings_in_details(sensitive, digits_data):
+    x, y, xt, yt = digits_data
+    bundle = DataBundle(x, y, xt, yt, calibration_samples=256)
+    out = Quantize("mixed", max_accuracy_drop=0.01).apply(
+        ModelState(sensitive), PassContext(target=X86, data=bundle, progress=lambda _m: None))
+    assert out.state.model is sensitive
+    assert out.state.precision.mode == "int8" and set(out.state.precision.float_layers) == {"conv1", "conv2"}
+    assert out.details["budget_met"] and out.details["budget_points"] == 1.0
+    assert {"cost", "savings", "sensitivity", "candidates_evaluated", "layer_precisions"} <= set(out.details)
+
+
+def test_mixed_gate_per_target():
+    state = ModelState(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    assert Quantize("mixed").gate(X86, state).allowed
+    gate = Quantize("mixed").gate(GPU, state)
+    assert gate.allowed and "fp16" in gate.reason
+    assert "cannot mix fp16 and int8" in Quantize("mixed").gate(X86, state).reason
+    refused = Quantize("mixed").gate(EDGETPU, state)
+    assert not refused.allowed and "full-integer" in refused.reason
+    assert not Quantize("mixed").gate(NO_INT8, state).allowed
+    assert not Quantize("mixed").gate(X86, state.replace(precision=PrecisionPlan("int8"))).allowed
+
+
+def test_litert_refuses_a_plan_mixing_fp16_and_int8(digits_cnn, digits_data):
+    plan = PrecisionPlan("mixed", layer_precisions=(("conv1", "fp16"), ("conv2", "int8")))
+    with pytest.raises(ConfigError, match="fp16"):
+        to_tflite(digits_cnn, plan, representative_data=digits_data[0])
+    ok = PrecisionPlan("mixed", layer_precisions=(("conv1", "fp32"), ("conv2", "int8"), ("fc1", "int8"),
+                                                   ("predictions", "int8")))
+    assert len(to_tflite(digits_cnn, ok, representative_data=digits_data[0][:64])) > 0
