@@ -466,8 +466,8 @@ def unbalance_channel(model: keras.Model, producer: str, consumer: str, channel:
                       factor: float = 300.0) -> keras.Model:
     """A copy of ``model`` computing the same function with one channel ``factor`` times larger.
 
-    Scales output ``channel`` of ``producer`` (a Conv2D/Dense with ReLU or linear
-    activation, directly feeding ``consumer``) by ``factor`` and the matching input
+    Scales output ``channel`` of ``producer`` (a Conv2D/Dense, or a BatchNormalization,
+    followed by nothing but ReLU on the way to ``consumer``) by ``factor`` and the matching input
     weights of ``consumer`` by 1/factor. ReLU commutes with positive scaling, so float
     outputs are unchanged, but the shared per-tensor activation range is now dominated by
     one channel - the unbalanced channel ranges real networks show (the reason for
@@ -478,9 +478,13 @@ def unbalance_channel(model: keras.Model, producer: str, consumer: str, channel:
     copy = clone(model)
     p, c = copy.get_layer(producer), copy.get_layer(consumer)
     pw = p.get_weights()
-    pw[0][..., channel] *= factor
-    if len(pw) > 1:
-        pw[1][channel] *= factor
+    if isinstance(p, layers.BatchNormalization):  # scale gamma and beta: the BN output channel
+        for i in range(int(p.scale) + int(p.center)):
+            pw[i][channel] *= factor
+    else:
+        pw[0][..., channel] *= factor
+        if len(pw) > 1:
+            pw[1][channel] *= factor
     p.set_weights(pw)
     cw = c.get_weights()
     cw[0][..., channel, :] /= factor
