@@ -149,7 +149,6 @@ def finetune(
     w_kd = 0.0 if teacher is None else (1.0 - w_task)
     optimizer = keras.optimizers.Adam(learning_rate)
 
-    @tf.function(reduce_retracing=True)
     def step(xb, yb, tb):
         with tf.GradientTape() as tape:
             outs = _as_list(student(xb, training=True))
@@ -165,7 +164,9 @@ def finetune(
         return loss
 
     rng = np.random.default_rng(seed)
-    steps = max(1, -(-n // batch_size))
+    # Whole batches only (one graph trace); tracing costs seconds, so tiny runs stay eager.
+    steps = max(1, n // batch_size)
+    run = tf.function(step, reduce_retracing=True) if steps * epochs >= 64 else step
     for epoch in range(epochs):
         order = rng.permutation(n)
         bar = keras.utils.Progbar(steps, verbose=1 if progress is True else 0)
@@ -175,7 +176,7 @@ def finetune(
             xb = _index(x, idx)
             yb = [np.asarray(a)[idx] for a in ys] if ys is not None else [0.0] * len(probs)
             tb = _as_list(teacher(xb, training=False)) if teacher is not None else [0.0] * len(probs)
-            loss = float(step(xb, yb, tb))
+            loss = float(run(xb, yb, tb))
             total += loss
             bar.update(s + 1, [("loss", loss)])
         if progress is not True:
