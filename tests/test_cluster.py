@@ -147,6 +147,9 @@ def test_int8_tflite_of_a_clustered_model(digits_cnn, digits_data) -> None:
     assert max(s["unique_values"] for s in plain_stats) > 100  # the unclustered int8 uses the code range
     assert len(cl_int8) == pytest.approx(len(plain_int8), rel=0.02)  # raw size unchanged
     assert len(gzip.compress(cl_int8, 9)) < 0.8 * len(gzip.compress(plain_int8, 9))
+    summary = Cluster(n_clusters=k).artifact_details(cl_int8)
+    assert summary["max_unique_values_per_channel"] <= k and summary["dtype"] == ["int8"]
+    assert summary["gzip_bytes"] == len(gzip.compress(cl_int8, 9)) and len(summary["per_kernel"]) == 4
 
 
 def test_batchnorm_folding_breaks_per_tensor_counts_but_not_per_channel(digits_data) -> None:
@@ -261,3 +264,29 @@ def test_optimize_keeps_cluster_and_reports_gzip_gain(digits_cnn, digits_data) -
     assert step.after.size_bytes == pytest.approx(step.before.size_bytes, rel=0.001)
     assert step.after.gzip_bytes < 0.5 * step.before.gzip_bytes
     assert weights_digest(digits_cnn) == digest
+
+
+def test_depthwise_separable_transpose_and_nested_kernels_are_clustered_per_channel(digits_data) -> None:
+    keras.utils.set_random_seed(5)
+    inner_in = keras.Input((8, 8, 8))
+    inner = keras.Model(inner_in, layers.Conv2D(8, 3, padding="same", name="inner_conv")(inner_in), name="inner")
+    inp = keras.Input((8, 8, 1))
+    h = layers.Conv2D(8, 3, padding="same", name="stem")(inp)
+    h = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(h)
+    h = layers.SeparableConv2D(8, 3, padding="same", name="sep")(h)
+    h = layers.Conv2DTranspose(8, 3, padding="same", name="up")(h)
+    h = inner(h)
+    out = layers.Dense(10, name="head")(layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    res = Cluster(n_clusters=3, per_channel=True, min_weights=0).apply(ModelState(model), _ctx(digits_data))
+    m = res.state.model
+    assert set(res.details["layers"]) == {"stem.kernel", "dw.kernel", "sep.depthwise_kernel", "sep.pointwise_kernel",
+                                          "up.kernel", "inner_conv.kernel", "head.kernel"}
+    dw = keras.ops.convert_to_numpy(m.get_layer("dw").kernel)  # (kh, kw, in, multiplier)
+    assert max(np.unique(dw[:, :, c, j]).size for c in range(8) for j in range(2)) <= 3
+    up = keras.ops.convert_to_numpy(m.get_layer("up").kernel)  # (kh, kw, out, in)
+    assert max(np.unique(up[:, :, c, :]).size for c in range(8)) <= 3
+    nested = keras.ops.convert_to_numpy(m.get_layer("inner").get_layer("inner_conv").kernel)
+    assert max(np.unique(nested[..., c]).size for c in range(8)) <= 3
+    x = digits_data[0][:4]
+    assert np.all(np.isfinite(m.predict(x, verbose=0)))

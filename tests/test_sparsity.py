@@ -167,3 +167,21 @@ def test_int8_tflite_keeps_the_2_4_pattern_and_only_gzip_shrinks(digits_cnn, dig
     assert checked == 3
     assert len(sparse_b) == pytest.approx(len(dense_b), rel=0.02)
     assert len(gzip.compress(sparse_b, 9)) < 0.9 * len(gzip.compress(dense_b, 9))
+
+
+def test_2_4_skips_kernels_without_an_input_channel_reduction(digits_data) -> None:
+    from keras import layers
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8, 8, 1))
+    h = layers.Conv2D(8, 3, padding="same", name="stem")(inp)
+    h = layers.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    h = layers.SeparableConv2D(8, 3, padding="same", name="sep")(h)
+    h = layers.Conv2DTranspose(8, 3, padding="same", name="up")(h)
+    h = layers.Conv2D(12, 1, name="pw")(h)
+    out = layers.Dense(10, name="head")(layers.GlobalAveragePooling2D()(h))
+    res = Sparsity("2:4", min_weights=0).apply(ModelState(keras.Model(inp, out)), _ctx(digits_data))
+    d = res.details["layers"]
+    assert {k for k, v in d.items() if v["sparse"]} == {"sep.pointwise_kernel", "pw.kernel", "head.kernel"}
+    assert "DepthwiseConv2D" in d["dw.kernel"]["reason"] and "Conv2DTranspose" in d["up.kernel"]["reason"]
+    assert all(d[k]["pattern_ok"] for k in ("sep.pointwise_kernel", "pw.kernel", "head.kernel"))

@@ -328,6 +328,15 @@ class Cluster(Pass):
         return PassOutput(state.replace(model=model), details)
 
 
+    def artifact_details(self, tflite_bytes: bytes) -> dict[str, Any]:
+        """What the exported file holds (for the report): values per kernel and per channel, gzip size.
+
+        A hook for the driver: call it on the artifact built after this pass and on the
+        final (e.g. int8) artifact, since per-channel int8 and BatchNorm folding change
+        the counts.
+        """
+        return kernel_summary(tflite_bytes)
+
     def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
         """A tf_keras (Keras 2) model: tfmot's clustering, imported only now."""
         from kerascompress.legacy.tfmot_backend import cluster_tf_keras
@@ -439,3 +448,23 @@ def tflite_kernel_stats(model_bytes: bytes) -> list[dict[str, Any]]:
             "per_channel_quantized": bool(len(np.atleast_1d(q.get("scales", []))) > 1),
         })
     return rows
+
+
+def kernel_summary(model_bytes: bytes) -> dict[str, Any]:
+    """Summary of `tflite_kernel_stats` for a report: the worst kernel, sparsity, gzip size."""
+    import gzip
+
+    stats = tflite_kernel_stats(model_bytes)
+    sizes = [int(np.prod(s["shape"])) for s in stats]
+    return {
+        "kernels": len(stats),
+        "dtype": sorted({s["dtype"] for s in stats}),
+        "max_unique_values_per_kernel": max((s["unique_values"] for s in stats), default=0),
+        "max_unique_values_per_channel": max((s["max_unique_per_channel"] for s in stats), default=0),
+        "zero_fraction": float(np.average([s["zero_fraction"] for s in stats], weights=sizes)) if stats else 0.0,
+        "bytes": len(model_bytes),
+        "gzip_bytes": len(gzip.compress(bytes(model_bytes), compresslevel=9)),
+        "per_kernel": {s["name"]: {"unique_values": s["unique_values"],
+                                   "max_unique_per_channel": s["max_unique_per_channel"],
+                                   "zero_fraction": round(s["zero_fraction"], 4)} for s in stats},
+    }

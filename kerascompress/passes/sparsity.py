@@ -279,6 +279,12 @@ class Sparsity(Pass):
             )
         return PassOutput(state.replace(model=model), details)
 
+    def artifact_details(self, tflite_bytes: bytes) -> dict[str, Any]:
+        """What the exported file holds (zeros, values per kernel, gzip size): a hook for the driver's report."""
+        from kerascompress.passes.cluster import kernel_summary
+
+        return kernel_summary(tflite_bytes)
+
     def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
         """A tf_keras (Keras 2) model: tfmot's pruning (with ``sparsity_m_by_n`` for 2:4), imported only now."""
         from kerascompress.legacy.tfmot_backend import sparsity_tf_keras
