@@ -72,11 +72,6 @@ class Quantize(Pass):
             return Gate.refuse(
                 f"{target.name} runs only full-integer models (int8 in and out); {self.mode} keeps float compute"
             )
-        if target.full_integer_only and self.mode == "mixed":
-            return Gate.refuse(
-                f"{target.name} has no float fallback (integer-only, int8 in and out); a mixed plan keeps "
-                "layers out of int8 - use Quantize(mode='int8') or QuantizationAwareTraining"
-            )
         if target.full_integer_only and self.float_layers:
             return Gate.refuse(f"{target.name} has no float fallback; cannot keep {list(self.float_layers)} in float")
         if self.mode == "dynamic" and target.runtime == "tensorrt":
@@ -138,9 +133,7 @@ class Quantize(Pass):
             state.model, ctx.target, calib, x_eval, y_eval, max_drop=budget, calibration=self.calibration,
             num_samples=self.num_samples, progress=ctx.progress,
         )
-        plan = result.plan
-        if plan.mode == "int8" and ctx.target.full_integer_only:
-            plan = PrecisionPlan(mode="int8", int8_io=True, calibration=plan.calibration)
+        plan = result.plan  # the gate keeps integer-only targets (no float fallback) out of here
         details = result.details()
         details["budget_points"] = round(budget * 100, 3)
         return PassOutput(state.replace(precision=plan), details)
