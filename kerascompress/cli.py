@@ -127,7 +127,11 @@ def cmd_demo() -> int:
 
 
 def main(argv: Sequence[str]) -> int:
+    import logging
+
     from kerascompress.errors import KerasCompressError
+
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines drown the progress
 
     args = list(argv[1:])
     if not args or args[0] in ("help", "-h"):
