@@ -270,15 +270,18 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer epochs, ratios and repetitions")
     p.add_argument("--criterion", default="l1")
     p.add_argument("--macs-target", type=float, default=0.45)
+    p.add_argument("--archs", default="mobilenetv2,resnet50")
+    p.add_argument("--big-reps", type=int, default=None)
     args = p.parse_args()
     args.epochs, args.ft_epochs = (1, 1) if args.quick else (4, 3)
     args.train_limit = 20000 if args.quick else None
     args.reps = 50 if args.quick else 200
     args.tflite_eval = 1000 if args.quick else 10000
-    args.archs = ["mobilenetv2", "resnet50"]
+    archs = args.archs.split(",")
     args.size = 224
     args.ratios = [0.3, 0.5] if args.quick else [0.1, 0.3, 0.5, 0.7]
-    args.big_reps = 5 if args.quick else 15
+    args.big_reps = args.big_reps or (5 if args.quick else 15)
+    args.archs = archs
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json = RESULTS / "pruning.json"
     res = json.loads(out_json.read_text()) if out_json.exists() else {}
@@ -286,7 +289,7 @@ def main() -> None:
         res["fashion"] = part_fashion(args)
         out_json.write_text(json.dumps(res, indent=1))
     if args.part in ("2", "all"):
-        res["imagenet"] = part_imagenet(args)
+        res.setdefault("imagenet", {}).update(part_imagenet(args))
     out_json.write_text(json.dumps(res, indent=1))
     write_markdown(res, RESULTS / "pruning.md")
     print((RESULTS / "pruning.md").read_text())
