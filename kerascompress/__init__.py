@@ -5,7 +5,7 @@
 """
 __version__ = "0.1.0"
 
-from kerascompress import errors, passes, targets  # noqa: E402
+from kerascompress import datasets, errors, export, graph, passes, targets  # noqa: E402
 from kerascompress.api import optimize  # noqa: E402
 from kerascompress.api_types import Constraints, OptimizeResult  # noqa: E402
 from kerascompress.errors import (  # noqa: E402
@@ -16,6 +16,7 @@ from kerascompress.errors import (  # noqa: E402
     UnsupportedModelError,
     UnsupportedOnTarget,
 )
+from kerascompress.finetune import finetune  # noqa: E402
 from kerascompress.targets.target import Target  # noqa: E402
 
 # The function shadows its subpackage's name on purpose (`kc.validate(...)`): importing
@@ -24,6 +25,7 @@ from kerascompress.validate import validate  # noqa: E402
 
 
 __all__ = [
-    "optimize", "validate", "Constraints", "OptimizeResult", "Target", "passes", "targets", "errors",
+    "optimize", "validate", "finetune", "Constraints", "OptimizeResult", "Target",
+    "datasets", "errors", "export", "graph", "passes", "targets",
     "ConfigError", "DataError", "ExportError", "KerasCompressError", "UnsupportedModelError", "UnsupportedOnTarget",
 ]
