@@ -209,7 +209,7 @@ def optimize(
             f"stand in for it; measure on the device with `kerascompress validate`"
         )
 
-    ctx = PassContext(target=tgt, data=bundle, teacher=original, progress=progress, seed=seed)
+    ctx = PassContext(target=tgt, data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints)
     current, current_artifact, current_metrics = state, baseline_artifact, baseline
     for p in pass_list:
         record = _run_pass(p, current, current_artifact, current_metrics, baseline, ctx, measurer, constraints, strict)

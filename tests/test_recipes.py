@@ -10,8 +10,8 @@ def test_shipped_recipes_load():
     assert {"default", "quantize"} <= set(list_recipes())
     for name in list_recipes():
         assert load_recipe(name), name
-    modes = [p.mode for p in load_recipe("quantize")]
-    assert modes == ["int8", "fp16", "dynamic"]
+    modes = [getattr(p, "mode", p.name) for p in load_recipe("quantize")]
+    assert modes == ["int8", "qat", "mixed", "fp16", "dynamic"]
 
 
 def test_yaml_path_and_list(tmp_path):

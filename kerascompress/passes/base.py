@@ -58,6 +58,7 @@ class PassContext:
     teacher: Optional[keras.Model] = None  # the caller's original model (never modified)
     progress: Callable[[str], None] = print
     seed: int = 0
+    constraints: Any = None  # the run's `Constraints` (e.g. the accuracy budget a search aims at)
 
 
 @dataclasses.dataclass
