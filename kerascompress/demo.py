@@ -56,7 +56,7 @@ def run_demo(
     import kerascompress as kc
 
     model = trained_fashion_cnn(cache_dir, epochs, train_limit)
-    x_train, y_train = datasets.fashion_mnist("train", limit=min(10000, train_limit or 10000))
+    x_train, y_train = datasets.fashion_mnist("train", limit=min(30000, train_limit or 30000))
     x_test, y_test = datasets.fashion_mnist("test", limit=eval_limit)
     bundle = DataBundle(x_train, y_train, x_test, y_test)
     result = kc.optimize(model, target=target, data=bundle, recipe=recipe, output_dir=out_dir, eval_samples=len(x_test))

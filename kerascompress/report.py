@@ -92,7 +92,8 @@ class Report:
         if self.baseline is not None:
             lines.append(_row("baseline (float32)", "", self.baseline, None, ""))
         for s in self.steps:
-            m = s.after if s.status == "applied" else s.before
+            # applied and rolled-back steps show what the pass produced; skipped ones the state they saw
+            m = s.after if s.after is not None else s.before
             why = s.reason + (f" [buys: {s.benefit}]" if s.benefit and s.status == "applied" else "")
             lines.append(_row(s.name, s.status, m, s.latency_ratio, why))
         if self.final is not None:
