@@ -146,6 +146,16 @@ def _verdict(
         and after.size_bytes > before.size_bytes
     ):
         return f"the artifact grew from {before.size_bytes:,} to {after.size_bytes:,} bytes"
+    if (
+        gate.benefit == "compressed-size"
+        and before.gzip_bytes is not None
+        and after.gzip_bytes is not None
+        and after.gzip_bytes >= before.gzip_bytes
+    ):
+        return (
+            f"it was to buy compressed size only, but the gzip size went from {before.gzip_bytes:,} to "
+            f"{after.gzip_bytes:,} bytes"
+        )
     return None
 
 
@@ -218,6 +228,10 @@ def optimize(
         if record.record.status == "applied":
             current, current_artifact, current_metrics = record.state, record.artifact, record.record.after
 
+    for p, step in zip(pass_list, report.steps):
+        if step.status == "applied" and current_artifact.kind == "tflite" and hasattr(p, "artifact_details"):
+            step.details["final_artifact"] = p.artifact_details(current_artifact.data)  # e.g. after a later int8
+
     final = current_metrics
     timing = measurer.time({"baseline": baseline_artifact, "final": current_artifact})
     if timing:
@@ -282,6 +296,8 @@ def _run_pass(
         record.seconds = time.monotonic() - start
         return _Outcome(record)
     record.details = output.details
+    if new_artifact.kind == "tflite" and hasattr(p, "artifact_details"):
+        record.details["artifact"] = p.artifact_details(new_artifact.data)
     timing = measurer.time({"before": artifact, "after": new_artifact})
     ratio = None
     if timing:

@@ -134,3 +134,22 @@ def test_tensorrt_target_gets_qdq_onnx_and_build_files(digits_cnn, digits_split,
     assert result.artifacts["tensorrt_build_script"].exists()
     assert "--stronglyTyped" in (tmp_path / "trtexec.sh").read_text()
     assert any("engine not built here" in n for n in result.report.notes)
+
+
+def test_a_compressed_size_pass_that_gains_nothing_is_rolled_back(digits_cnn, digits_split, tmp_path):
+    class Nothing(Pass):
+        """Claims to buy compressed size, changes nothing."""
+
+        name = "nothing"
+
+        def gate(self, target, state):
+            return Gate.allow("compressed-size", "compressed (gzip) size only")
+
+        def apply(self, state, ctx):
+            return PassOutput(state.replace(model=kc.model_io.copy_model(state.model)))
+
+    result = kc.optimize(digits_cnn, target="x86-avx2", data=digits_split, recipe=[Nothing()],
+                         constraints=kc.Constraints(max_slowdown=100.0), output_dir=tmp_path, latency_runs=3,
+                         verbose=False)
+    step = result.report.step("nothing")
+    assert step.status == "rolled back" and "gzip size went from" in step.reason

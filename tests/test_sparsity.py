@@ -113,13 +113,13 @@ def test_oneshot_without_data_and_polynomial_fallback(digits_cnn, digits_data) -
 
 @pytest.mark.parametrize(
     "profile, benefit",
-    [("x86-avx2", "size"), ("nvidia-t4-sm75", "size"), ("nvidia-a100-sm80", "size+latency"),
+    [("x86-avx2", "compressed-size"), ("nvidia-t4-sm75", "compressed-size"), ("nvidia-a100-sm80", "size+latency"),
      ("nvidia-jetson-orin-sm87", "size+latency")],
 )
 def test_2_4_gate_per_profile(profile: str, benefit: str, digits_cnn) -> None:
     gate = Sparsity("2:4").gate(load(profile), ModelState(digits_cnn))
     assert gate.allowed and gate.benefit == benefit, gate.reason
-    if benefit == "size":
+    if benefit == "compressed-size":
         assert gate.reason.startswith(f"compressed (gzip) size only: {profile}'s runtime computes dense")
     else:
         assert "sparse tensor cores" in gate.reason
@@ -131,14 +131,14 @@ def test_2_4_gate_per_profile(profile: str, benefit: str, digits_cnn) -> None:
 def test_unstructured_and_other_nm_gates_are_size_only(profile: str, digits_cnn) -> None:
     for p in (Sparsity("unstructured", 0.5), Sparsity("1:4")):
         gate = p.gate(load(profile), ModelState(digits_cnn))
-        assert gate.benefit == "size" and "size only" in gate.reason
+        assert gate.benefit == "compressed-size" and "size only" in gate.reason
 
 
 def test_2_4_gate_trusts_compute_capability_over_a_wrong_flag(digits_cnn) -> None:
     wrong = Target(name="odd-turing", runtime="tensorrt", device="gpu", compute_capability=7.5, sparse_2_4=True)
-    assert Sparsity("2:4").gate(wrong, ModelState(digits_cnn)).benefit == "size"
+    assert Sparsity("2:4").gate(wrong, ModelState(digits_cnn)).benefit == "compressed-size"
     cpu = Target(name="cpu-with-flag", runtime="litert", sparse_2_4=True)
-    assert Sparsity("2:4").gate(cpu, ModelState(digits_cnn)).benefit == "size"
+    assert Sparsity("2:4").gate(cpu, ModelState(digits_cnn)).benefit == "compressed-size"
     sparse_npu = Target(name="sparse-npu", runtime="litert", unstructured_sparsity=True)
     assert Sparsity("unstructured").gate(sparse_npu, ModelState(digits_cnn)).benefit == "size+latency"
 

@@ -263,7 +263,7 @@ class Cluster(Pass):
         if target.supports("clustered_weights"):
             return Gate.allow("size+latency", f"{target.name}'s runtime computes from palettized (clustered) weights{cite}")
         return Gate.allow(
-            "size",
+            "compressed-size",
             f"compressed (gzip) size only: {target.name}'s runtime computes dense, so the raw file size and the "
             f"latency do not change{cite}",
         )

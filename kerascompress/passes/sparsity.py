@@ -174,7 +174,7 @@ class Sparsity(Pass):
             cite = f" (source: {source})" if source else ""
             if target.supports("unstructured_sparsity"):
                 return Gate.allow("size+latency", f"{target.name}'s runtime has sparse kernels for unstructured zeros{cite}")
-            return Gate.allow("size", f"compressed (gzip) size only: {target.name}'s runtime computes dense{cite}")
+            return Gate.allow("compressed-size", f"compressed (gzip) size only: {target.name}'s runtime computes dense{cite}")
         source = target.source("sparse_2_4")
         cite = f" (source: {source})" if source else ""
         cc = target.compute_capability
@@ -200,7 +200,7 @@ class Sparsity(Pass):
         else:
             why = "no sparse kernels"
         return Gate.allow(
-            "size",
+            "compressed-size",
             f"compressed (gzip) size only: {target.name}'s runtime computes dense ({why}); no latency or raw-size "
             f"gain{cite}",
         )
