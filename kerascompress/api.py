@@ -143,7 +143,7 @@ def _verdict(
         "size" in gate.benefit
         and before.size_bytes is not None
         and after.size_bytes is not None
-        and after.size_bytes > before.size_bytes
+        and after.size_bytes > before.size_bytes * 1.01  # a few bytes of serialisation noise are not growth
     ):
         return f"the artifact grew from {before.size_bytes:,} to {after.size_bytes:,} bytes"
     if (

@@ -153,3 +153,22 @@ def test_a_compressed_size_pass_that_gains_nothing_is_rolled_back(digits_cnn, di
                          verbose=False)
     step = result.report.step("nothing")
     assert step.status == "rolled back" and "gzip size went from" in step.reason
+
+
+def test_2_4_sparsity_on_an_ampere_target_asks_tensorrt_for_sparse_weights(digits_cnn, digits_split, tmp_path):
+    from kerascompress.passes.sparsity import Sparsity
+
+    result = kc.optimize(digits_cnn, target="nvidia-a100-sm80", data=digits_split, recipe=[Sparsity("2:4")],
+                         constraints=kc.Constraints(max_accuracy_drop=1.0), output_dir=tmp_path, verbose=False)
+    (step,) = result.report.steps
+    assert step.status == "applied" and step.benefit == "size+latency", step.reason
+    assert "--sparsity=enable" in (tmp_path / "trtexec.sh").read_text()
+
+
+def test_2_4_sparsity_on_a_turing_target_does_not(digits_cnn, digits_split, tmp_path):
+    from kerascompress.passes.sparsity import Sparsity
+
+    result = kc.optimize(digits_cnn, target="nvidia-t4-sm75", data=digits_split, recipe=[Sparsity("2:4")],
+                         constraints=kc.Constraints(max_accuracy_drop=1.0), output_dir=tmp_path, verbose=False)
+    assert result.report.steps[0].benefit == "compressed-size"
+    assert "--sparsity" not in (tmp_path / "trtexec.sh").read_text()
