@@ -20,7 +20,7 @@ import numpy as np
 
 from kerascompress import targets as targets_lib
 from kerascompress.api_types import Constraints, OptimizeResult
-from kerascompress.data import DataBundle, check_inputs, make_bundle
+from kerascompress.data import DataBundle, check_inputs, make_bundle, take
 from kerascompress.deploy import Artifact, artifact_kind, build_artifact, keras_predict
 from kerascompress.errors import KerasCompressError, UnsupportedOnTarget
 from kerascompress.model_io import check_supported, copy_model, load_model, weights_digest
@@ -58,7 +58,7 @@ class Measurer:
         self.progress = progress
         self.measures_latency = target.runs_here()
         if bundle is not None:
-            self.x_eval = _take(bundle.x_eval, eval_samples)
+            self.x_eval = take(bundle.x_eval, eval_samples)
             self.y_eval = None if bundle.y_eval is None else bundle.y_eval[:eval_samples]
             self.calibration = bundle.calibration()
         else:
@@ -101,14 +101,6 @@ class Measurer:
         return compare_latency(
             {k: a.data for k, a in artifacts.items()}, runs=self.latency_runs, warmup=max(3, self.latency_runs // 10)
         )
-
-
-def _take(x: Any, n: int) -> Any:
-    if isinstance(x, (list, tuple)):
-        return [a[:n] for a in x]
-    if isinstance(x, dict):
-        return {k: v[:n] for k, v in x.items()}
-    return x[:n]
 
 
 def _random_inputs(model: Any, n: int, seed: int) -> Any:
@@ -242,7 +234,7 @@ def optimize(
 
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="kerascompress-"))
     artifacts = _write_outputs(
-        out, current, current_artifact, baseline_artifact, tgt, report, progress, _take(measurer.x_eval, 8)
+        out, current, current_artifact, baseline_artifact, tgt, report, progress, take(measurer.x_eval, 8)
     )
     report.artifacts = {k: (str(v) if v else None) for k, v in artifacts.items()}
     (out / "report.json").write_text(report.to_json())

@@ -31,15 +31,31 @@ class DataBundle:
 
     @property
     def can_train(self) -> bool:
-        return self.y_train is not None and _length(self.x_train) > 0
+        return self.y_train is not None and n_samples(self.x_train) > 0
 
     def calibration(self, n: Optional[int] = None) -> Any:
         """The first ``n`` training inputs (default ``calibration_samples``)."""
         n = n or self.calibration_samples
-        return _take(self.x_train if _length(self.x_train) else self.x_eval, n)
+        return take(self.x_train if n_samples(self.x_train) else self.x_eval, n)
+
+    def selection(self, n: int) -> tuple[Any, Optional[np.ndarray]]:
+        """Up to ``n`` samples a pass may use to choose between candidates.
+
+        They come from the training part, after the calibration samples, so the held-out
+        part the driver judges the pass on is never used to select: a pass tuned on it
+        would look better than it is. Only when the training part is too small (under
+        100 samples past calibration) does it fall back to the held-out part.
+        """
+        skip = self.calibration_samples
+        total = n_samples(self.x_train)
+        if total >= skip + 100:
+            end = min(total, skip + n)
+            return _slice(self.x_train, skip, end), None if self.y_train is None else self.y_train[skip:end]
+        return take(self.x_eval, n), None if self.y_eval is None else self.y_eval[:n]
 
 
-def _length(x: Any) -> int:
+def n_samples(x: Any) -> int:
+    """Number of samples in an array, a list of arrays (multi-input) or a dict of arrays."""
     if isinstance(x, (list, tuple)):
         return len(x[0]) if x else 0
     if isinstance(x, dict):
@@ -47,12 +63,17 @@ def _length(x: Any) -> int:
     return 0 if x is None else len(x)
 
 
-def _take(x: Any, n: int) -> Any:
+def take(x: Any, n: int) -> Any:
+    """The first ``n`` samples of an array, a list of arrays or a dict of arrays."""
+    return _slice(x, 0, n)
+
+
+def _slice(x: Any, start: int, end: int) -> Any:
     if isinstance(x, (list, tuple)):
-        return [a[:n] for a in x]
+        return [np.asarray(a)[start:end] for a in x]
     if isinstance(x, dict):
-        return {k: v[:n] for k, v in x.items()}
-    return x[:n]
+        return {k: np.asarray(v)[start:end] for k, v in x.items()}
+    return x[start:end]
 
 
 def _as_arrays(data: Any) -> tuple[Any, Optional[np.ndarray]]:
@@ -107,7 +128,7 @@ def make_bundle(
         xe, ye = _as_arrays(data["eval"])
         return DataBundle(xt, yt, xe, ye, calibration_samples)
     x, y = _as_arrays(data)
-    n = _length(x)
+    n = n_samples(x)
     if n < 2:
         raise DataError(f"`data` has {n} samples; give at least a few hundred for calibration and evaluation")
     if y is not None and len(y) != n:

@@ -42,3 +42,16 @@ def test_bad_data_is_named():
 def test_bundle_passes_through():
     b = DataBundle(np.zeros((3, 1)), None, np.zeros((2, 1)), None)
     assert make_bundle(b) is b
+
+
+def test_selection_never_uses_the_held_out_part_when_training_data_suffices():
+    x = np.arange(1000, dtype=np.float32).reshape(1000, 1)
+    y = np.arange(1000)
+    b = make_bundle((x, y), eval_fraction=0.2)  # 800 train, 200 held out
+    xs, ys = b.selection(300)
+    assert len(xs) == 300
+    assert set(ys).isdisjoint(set(b.y_eval))
+    assert set(ys).isdisjoint(set(b.y_train[: b.calibration_samples]))  # not the calibration samples either
+    small = DataBundle(x[:50], y[:50], x[900:], y[900:])
+    xs, ys = small.selection(30)
+    np.testing.assert_array_equal(ys, y[900:930])  # too little training data: falls back to held-out

@@ -235,10 +235,11 @@ class _Run:
     def _eval_data(self) -> tuple[Any, Optional[np.ndarray], str]:
         data = self.ctx.data
         n = self.p.eval_samples
-        if data is not None and _length(data.x_eval):
-            y = None if data.y_eval is None else np.asarray(data.y_eval)[:n]
-            what = "held-out accuracy" if y is not None else "top-1 agreement with the model before the pass"
-            return _take(data.x_eval, n), y, what
+        if data is not None:
+            x, y = data.selection(n)
+            what = "accuracy on training data not used for calibration" if y is not None \
+                else "top-1 agreement with the model before the pass"
+            return x, (None if y is None else np.asarray(y)), what
         rng = np.random.default_rng(self.ctx.seed)
         xs = [rng.standard_normal((64,) + tuple(d or 1 for d in t.shape[1:])).astype(np.float32)
               for t in self.state.model.inputs]
@@ -433,22 +434,6 @@ def _cand_info(c: Candidate) -> dict:
         "params_before": c.before.params, "params_after": c.after.params,
         "macs_before": c.before.macs, "macs_after": c.after.macs, "mac_ratio": round(c.mac_ratio, 4),
     }
-
-
-def _length(x: Any) -> int:
-    if isinstance(x, (list, tuple)):
-        return len(x[0]) if x else 0
-    if isinstance(x, dict):
-        return len(next(iter(x.values()))) if x else 0
-    return 0 if x is None else len(x)
-
-
-def _take(x: Any, n: int) -> Any:
-    if isinstance(x, (list, tuple)):
-        return [np.asarray(a)[:n] for a in x]
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[:n] for k, v in x.items()}
-    return np.asarray(x)[:n]
 
 
 def _predict(model: keras.Model, x: Any) -> np.ndarray:

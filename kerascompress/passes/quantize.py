@@ -128,7 +128,7 @@ class Quantize(Pass):
             constraints = getattr(ctx, "constraints", None)
             budget = getattr(constraints, "max_accuracy_drop", 0.01) if constraints is not None else 0.01
         calib = ctx.data.calibration(self.num_samples)
-        x_eval, y_eval = _search_split(ctx.data, self.num_samples, self.search_samples)
+        x_eval, y_eval = ctx.data.selection(self.search_samples)
         result = search_mixed_plan(
             state.model, ctx.target, calib, x_eval, y_eval, max_drop=budget, calibration=self.calibration,
             num_samples=self.num_samples, progress=ctx.progress,
@@ -139,18 +139,3 @@ class Quantize(Pass):
         return PassOutput(state.replace(precision=plan), details)
 
 
-def _search_split(data: object, skip: int, n: int) -> tuple[object, object]:
-    """Inputs (and labels) judging candidate plans: training data after the calibration
-    samples when there is enough of it, else the evaluation split."""
-
-    def length(x: object) -> int:
-        return len(x[0]) if isinstance(x, (list, tuple)) else len(x)  # type: ignore[index,arg-type]
-
-    def part(x: object, a: int, b: int) -> object:
-        return [v[a:b] for v in x] if isinstance(x, (list, tuple)) else x[a:b]  # type: ignore[index]
-
-    x_train, y_train = getattr(data, "x_train"), getattr(data, "y_train")
-    if x_train is not None and length(x_train) >= skip + 100:
-        end = min(length(x_train), skip + n)
-        return part(x_train, skip, end), None if y_train is None else y_train[skip:end]
-    return part(data.x_eval, 0, n), None if data.y_eval is None else data.y_eval[:n]  # type: ignore[attr-defined]
