@@ -281,7 +281,7 @@ def _run_pass(
         output = p.apply(state, ctx)
         new_artifact = measurer.build(output.state)
         after = measurer.measure(output.state, new_artifact)
-    except KerasCompressError as exc:
+    except Exception as exc:  # a failing pass must not take the whole run down; strict mode re-raises
         if strict:
             raise
         record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"

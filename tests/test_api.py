@@ -172,3 +172,23 @@ def test_2_4_sparsity_on_a_turing_target_does_not(digits_cnn, digits_split, tmp_
                          constraints=kc.Constraints(max_accuracy_drop=1.0), output_dir=tmp_path, verbose=False)
     assert result.report.steps[0].benefit == "compressed-size"
     assert "--sparsity" not in (tmp_path / "trtexec.sh").read_text()
+
+
+def test_a_crashing_pass_is_reported_failed_and_the_run_goes_on(digits_cnn, digits_split, tmp_path):
+    class Broken(Pass):
+        name = "broken"
+
+        def gate(self, target, state):
+            return Gate.allow()
+
+        def apply(self, state, ctx):
+            raise ValueError("boom")
+
+    result = kc.optimize(digits_cnn, target="x86-avx2", data=digits_split, recipe=[Broken(), Quantize("int8")],
+                         output_dir=tmp_path, latency_runs=3, verbose=False)
+    assert result.report.step("broken").status == "failed"
+    assert result.report.step("broken").reason == "ValueError: boom"
+    assert result.report.step("quantize:int8").status == "applied"
+    with pytest.raises(ValueError, match="boom"):
+        kc.optimize(digits_cnn, target="x86-avx2", data=digits_split, recipe=[Broken()], strict=True,
+                    output_dir=tmp_path / "strict", verbose=False)
