@@ -22,7 +22,8 @@ from kerascompress import targets as targets_lib
 from kerascompress.api_types import Constraints, OptimizeResult
 from kerascompress.data import DataBundle, check_inputs, make_bundle, take
 from kerascompress.deploy import Artifact, artifact_kind, build_artifact, keras_predict
-from kerascompress.errors import KerasCompressError, UnsupportedOnTarget
+from kerascompress.errors import KerasCompressError, UnsupportedModelError, UnsupportedOnTarget
+from kerascompress.legacy.tfmot_backend import is_tf_keras_model
 from kerascompress.model_io import check_supported, copy_model, load_model, weights_digest
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext
 from kerascompress.recipes import load_recipe
@@ -71,15 +72,14 @@ class Measurer:
         return build_artifact(state, self.target, self.calibration)
 
     def measure(self, state: ModelState, artifact: Artifact) -> Metrics:
-        from kerascompress.graph.counting import count_model
         from kerascompress.validate.fidelity import compare_outputs
 
-        cost = count_model(state.model)
+        params, macs = _count(state.model)
         outputs = artifact.runner().predict(self.x_eval)
         fid = compare_outputs(self.reference, outputs, labels=self.y_eval)
         return Metrics(
-            params=int(cost.params),
-            macs=int(cost.macs),
+            params=params,
+            macs=macs,
             precision=artifact.precision,
             size_bytes=artifact.size_bytes,
             gzip_bytes=artifact.gzip_bytes,
@@ -101,6 +101,18 @@ class Measurer:
         return compare_latency(
             {k: a.data for k, a in artifacts.items()}, runs=self.latency_runs, warmup=max(3, self.latency_runs // 10)
         )
+
+
+def _count(model: Any) -> tuple[int, Optional[int]]:
+    """(parameters, MACs); MACs are None where they cannot be counted (some tf_keras models)."""
+    if is_tf_keras_model(model):
+        from kerascompress.legacy.tf_keras_model import count_tf_keras
+
+        return count_tf_keras(model)
+    from kerascompress.graph.counting import count_model
+
+    cost = count_model(model)
+    return int(cost.params), int(cost.macs)
 
 
 def _random_inputs(model: Any, n: int, seed: int) -> Any:
@@ -205,6 +217,10 @@ def optimize(
             "no data given: fidelity is measured on random inputs and passes that need data (int8 calibration, "
             "fine-tuning) are skipped; pass data=(x, y) for accuracy-checked results"
         )
+    if is_tf_keras_model(original):
+        from kerascompress.legacy.tf_keras_model import NOTES
+
+        report.notes.extend(NOTES)
     if not measurer.measures_latency:
         report.notes.append(
             f"latency not measured here: {tgt.name} runs on {tgt.runtime}/{tgt.device}/{tgt.arch}, this host cannot "
@@ -263,6 +279,11 @@ def _run_pass(
 ) -> _Outcome:
     start = time.monotonic()
     record = StepRecord(name=p.name, config=_jsonable_config(p), status="skipped", before=before)
+    if p.tf_keras_unsupported and is_tf_keras_model(state.model):
+        if strict:
+            raise UnsupportedModelError(f"{p.name}: {p.tf_keras_unsupported}")
+        record.benefit, record.reason = "none", p.tf_keras_unsupported
+        return _Outcome(record)
     gate = p.gate(ctx.target, state)
     record.benefit = gate.benefit
     if not gate.allowed:
@@ -338,8 +359,11 @@ def _write_outputs(
     scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     names: dict[str, Optional[str]] = {}
     try:
-        state.model.save(scratch / "model.keras")
-        names["keras"] = "model.keras"
+        if is_tf_keras_model(state.model):
+            names.update(_write_tf_keras(state.model, scratch, report))
+        else:
+            state.model.save(scratch / "model.keras")
+            names["keras"] = "model.keras"
         (scratch / f"model{final.suffix}").write_bytes(final.data)
         names[final.kind] = f"model{final.suffix}"
         (scratch / f"baseline_float32{baseline.suffix}").write_bytes(baseline.data)
@@ -355,7 +379,20 @@ def _write_outputs(
     return {k: (out / v if v else None) for k, v in names.items()}
 
 
+def _write_tf_keras(model: Any, folder: Path, report: Report) -> dict[str, Optional[str]]:
+    """Save a tf_keras model in its own .keras format (a tfmot QAT model needs tfmot's quantize_scope to load)."""
+    try:
+        model.save(folder / "model.keras")
+    except Exception as exc:  # noqa: BLE001 - tfmot wrappers fail to serialise in several ways
+        report.notes.append(f"tf_keras model not saved: {type(exc).__name__}: {exc}")
+        return {"keras": None}
+    return {"keras": "model.keras"}
+
+
 def _write_float_onnx(state: ModelState, folder: Path, report: Report, progress: Callable[[str], None]) -> Optional[str]:
+    if is_tf_keras_model(state.model):
+        report.notes.append("ONNX export skipped: kerascompress exports ONNX from Keras 3 models only")
+        return None
     try:
         from kerascompress.export.onnx import to_onnx
     except ImportError:

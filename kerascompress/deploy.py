@@ -54,12 +54,25 @@ def artifact_kind(target: Target) -> str:
 
 def build_artifact(state: ModelState, target: Target, calibration: Optional[Any] = None) -> Artifact:
     """Export ``state`` for ``target`` at the state's precision plan."""
+    from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+
     plan = state.precision
+    legacy = is_tf_keras_model(state.model)
     if artifact_kind(target) == "tflite":
-        from kerascompress.export.tflite import to_tflite
+        if legacy:
+            from kerascompress.legacy.tf_keras_model import tf_keras_to_tflite as to_tflite
+        else:
+            from kerascompress.export.tflite import to_tflite
 
         data = to_tflite(state.model, plan, representative_data=calibration)
         return Artifact("tflite", data, plan.describe())
+    if legacy:
+        from kerascompress.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"{target.name} runs {target.runtime}, built from an ONNX export, which kerascompress writes for Keras 3 "
+            "models only; for a tf_keras model choose a LiteRT target or rebuild the model with Keras 3"
+        )
     from kerascompress.export.onnx import to_onnx
 
     result = to_onnx(state.model, plan=plan, calibration_data=calibration)

@@ -9,11 +9,15 @@ import keras
 import numpy as np
 
 from kerascompress.errors import UnsupportedModelError
+from kerascompress.legacy.tfmot_backend import is_tf_keras_model
 
 
 def load_model(model: Any) -> keras.Model:
-    """A Keras 3 model from a ``keras.Model`` or a path to a .keras / .h5 file or SavedModel folder."""
-    if isinstance(model, keras.Model):
+    """A Keras 3 model from a ``keras.Model`` or a path to a .keras / .h5 file or SavedModel folder.
+
+    A tf_keras (Keras 2) model object is passed through as is (files load as Keras 3).
+    """
+    if isinstance(model, keras.Model) or is_tf_keras_model(model):
         return model
     if isinstance(model, (str, Path)):
         path = Path(model)
@@ -42,6 +46,10 @@ def load_model(model: Any) -> keras.Model:
 
 def check_supported(model: keras.Model) -> None:
     """Refuse models the pipeline cannot read, with what to do instead."""
+    if is_tf_keras_model(model):
+        from kerascompress.legacy.tf_keras_model import check_supported_tf_keras
+
+        return check_supported_tf_keras(model)
     if not isinstance(model, (keras.Sequential, keras.Model)) or not _is_graph_model(model):
         raise UnsupportedModelError(
             f"{type(model).__name__} is a subclassed keras.Model: its call() is Python code that kerascompress "
@@ -59,6 +67,10 @@ def _is_graph_model(model: keras.Model) -> bool:
 
 def copy_model(model: keras.Model) -> keras.Model:
     """An independent copy (new variables) computing the same function."""
+    if is_tf_keras_model(model):
+        from kerascompress.legacy.tf_keras_model import copy_tf_keras
+
+        return copy_tf_keras(model)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     return clone

@@ -19,7 +19,7 @@ class Metrics:
     """Measurements of one model state, on the artifact the target will run."""
 
     params: int
-    macs: int
+    macs: Optional[int]  # None: not countable for this model (e.g. a tf_keras layer not modelled)
     precision: str
     size_bytes: Optional[int] = None  # the deployable artifact (.tflite or .onnx)
     gzip_bytes: Optional[int] = None

@@ -206,7 +206,9 @@ def test_tfmot_session_restores_tf_use_legacy_keras(tmp_path, monkeypatch) -> No
     with tfmot_backend.tfmot_session():
         pass
     assert os.environ["TF_USE_LEGACY_KERAS"] == "0"
-    monkeypatch.delitem(sys.modules, "tensorflow_model_optimization", raising=False)
+    # Drop the fake directly: a monkeypatch.delitem here would be undone, putting the fake back into
+    # sys.modules for later tests (the real tfmot, if it was imported before, is restored by the first delitem).
+    sys.modules.pop("tensorflow_model_optimization", None)
 
 
 def test_tfmot_path_unavailable_says_how_to_install(monkeypatch) -> None:

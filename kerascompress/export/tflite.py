@@ -537,12 +537,14 @@ def _check_denylisted_float(data: bytes, denylist: Sequence[str], float_layers: 
         )
 
 
-def _check_integer_only(data: bytes, trace: _Trace, kept_float: Sequence[str] = ()) -> None:
+def _check_integer_only(data: bytes, trace: Optional[_Trace], kept_float: Sequence[str] = ()) -> None:
     """int8 I/O promises integer arithmetic: name every op left in float that nobody asked for.
 
     The converter itself keeps ops without int8 kernels (SIN, CUMSUM, FLOOR, ...) in float
     even with ``TFLITE_BUILTINS_INT8`` alone, so this check is what makes the promise hold.
+    ``trace`` (None for models not traced here) only names the Keras layer of each op.
     """
+    scopes = trace.scopes if trace is not None else {}
     ops, tensors, _ = _ops(data)
     allowed = set(kept_float)
     leftovers = []
@@ -552,8 +554,8 @@ def _check_integer_only(data: bytes, trace: _Trace, kept_float: Sequence[str] = 
         floats = [tensors[i]["name"] for i in op["outputs"]
                   if i >= 0 and np.dtype(tensors[i]["dtype"]).kind == "f" and tensors[i]["name"] not in allowed]
         if floats:
-            layer = next((trace.scopes[p.split("/", 1)[0]] for n in floats for p in n.split(";")
-                          if p.split("/", 1)[0] in trace.scopes), None)
+            layer = next((scopes[p.split("/", 1)[0]] for n in floats for p in n.split(";")
+                          if p.split("/", 1)[0] in scopes), None)
             leftovers.append(f"{op['op_name']}" + (f" (layer {layer!r})" if layer else f" ({floats[0]})"))
     if leftovers:
         raise ExportError(

@@ -61,10 +61,13 @@ def tfmot_session() -> Iterator[Any]:
             os.environ[_ENV] = saved
 
 
-def _fit(model: Any, x: Any, y: Any, epochs: int, batch_size: int, learning_rate: float, callbacks: list) -> None:
+def _fit(model: Any, x: Any, y: Any, epochs: int, batch_size: int, learning_rate: float, callbacks: list,
+         from_logits: bool) -> None:
+    """Fine-tune a tfmot-wrapped model; ``from_logits`` is read from the *unwrapped* model
+    (tfmot wrappers hide the last layer's activation)."""
     import tf_keras
 
-    loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=not _softmax(model))
+    loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
 
@@ -106,7 +109,7 @@ def cluster_tf_keras(model: Any, n_clusters: int = 16, init: str = "kmeans++", x
 
         wrapped = tf_keras.models.clone_model(clone, clone_function=annotate)
         if finetune_epochs > 0 and x is not None and y is not None:
-            _fit(wrapped, x, y, finetune_epochs, batch_size, learning_rate, [])
+            _fit(wrapped, x, y, finetune_epochs, batch_size, learning_rate, [], not _softmax(model))
         stripped = cl.strip_clustering(wrapped)
     layers = {k: {"clustered": k.split(".")[0] not in skip_layers, "unique_values": int(np.unique(v).size)}
               for k, v in _kernels(stripped).items()}
@@ -147,17 +150,28 @@ def sparsity_tf_keras(model: Any, pattern: str = "2:4", sparsity: float = 0.5, x
         epochs = max(1, int(finetune_epochs))
         xs, ys = (x, y) if finetune_epochs > 0 else (x[:batch_size], y[:batch_size])
         _fit(wrapped, xs, ys, epochs, batch_size, learning_rate if finetune_epochs > 0 else 0.0,
-             [sp.UpdatePruningStep()])
+             [sp.UpdatePruningStep()], not _softmax(model))
         stripped = sp.strip_pruning(wrapped)
-    kernels = _kernels(stripped)
-    return stripped, {"backend": "tfmot", "pattern": "unstructured" if nm is None else pattern,
-                      "layers": {k: {"sparsity": float(np.mean(v == 0))} for k, v in kernels.items()}}
+    layers: dict[str, Any] = {}
+    for key, v in _kernels(stripped).items():
+        layers[key] = {"sparsity": float(np.mean(v == 0))}
+        if nm is not None and v.ndim >= 2 and v.shape[-2] % nm[1]:  # tfmot leaves these dense
+            layers[key].update(sparse=False, reason=f"{v.shape[-2]} input channels is not a multiple of {nm[1]}")
+    return stripped, {"backend": "tfmot", "pattern": "unstructured" if nm is None else pattern, "layers": layers}
 
 
 def qat_tf_keras(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 64,
                  learning_rate: float = 1e-4) -> tuple[Any, dict[str, Any]]:
-    """tfmot quantization-aware training (int8 fake-quant); export with the TFLite converter."""
+    """tfmot quantization-aware training (int8 fake-quant); export with the TFLite converter.
+
+    tfmot wraps a clone of the layers it is given, so it gets our own copy: training
+    must never reach the caller's variables.
+    """
+    import tf_keras
+
+    clone = tf_keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
     with tfmot_session() as tfmot:
-        wrapped = tfmot.quantization.keras.quantize_model(model)
-        _fit(wrapped, x, y, epochs, batch_size, learning_rate, [])
+        wrapped = tfmot.quantization.keras.quantize_model(clone)
+        _fit(wrapped, x, y, epochs, batch_size, learning_rate, [], not _softmax(model))
     return wrapped, {"backend": "tfmot", "epochs": epochs}

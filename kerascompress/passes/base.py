@@ -82,6 +82,9 @@ class Pass(abc.ABC):
     needs_data: bool = False
     #: True when it needs labelled training data (fine-tuning).
     needs_labels: bool = False
+    #: None when `apply` also handles tf_keras (Keras 2) models; otherwise why not. The
+    #: driver skips the pass on a tf_keras model with this reason instead of letting it fail.
+    tf_keras_unsupported: Optional[str] = "this pass needs a Keras 3 model (it reads the Keras 3 layer graph)"
 
     @abc.abstractmethod
     def gate(self, target: Target, state: ModelState) -> Gate:

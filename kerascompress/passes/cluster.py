@@ -209,6 +209,7 @@ class Cluster(Pass):
     """
 
     name = "cluster"
+    tf_keras_unsupported = None  # tf_keras models: see apply()
 
     def __init__(
         self,

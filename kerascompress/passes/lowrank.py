@@ -120,6 +120,10 @@ class LowRank(Pass):
     """
 
     name = "lowrank"
+    tf_keras_unsupported = (
+        "low-rank factorization needs a Keras 3 model: it rewrites the Keras 3 layer graph. Rebuild the model with "
+        "Keras 3 to use it"
+    )
 
     def __init__(
         self,

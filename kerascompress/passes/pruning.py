@@ -83,6 +83,10 @@ class ChannelPruning(Pass):
     """
 
     name = "channel_pruning"
+    tf_keras_unsupported = (
+        "structured pruning needs a Keras 3 model: it rewrites the Keras 3 layer graph. For a tf_keras model use "
+        "Sparsity or Cluster (tfmot), or rebuild the model with Keras 3"
+    )
 
     def __init__(
         self,

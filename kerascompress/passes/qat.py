@@ -34,6 +34,7 @@ class QuantizationAwareTraining(Pass):
     """
 
     name = "qat"
+    tf_keras_unsupported = None  # tf_keras models: see apply()
     needs_data = True
 
     def __init__(
@@ -78,6 +79,10 @@ class QuantizationAwareTraining(Pass):
         return not self.distill
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+
+        if is_tf_keras_model(state.model):
+            return self._apply_tfmot(state, ctx)
         from kerascompress.finetune import clone, finetune
 
         if ctx.data is None:
@@ -112,6 +117,25 @@ class QuantizationAwareTraining(Pass):
             "distilled": teacher is not None,
         }
         return PassOutput(state.replace(model=trained, precision=plan), details)
+
+    def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        """A tf_keras (Keras 2) model: tfmot's ``quantize_model``, fine-tuned on labels (no distillation)."""
+        from kerascompress.legacy.tfmot_backend import qat_tf_keras
+
+        data = ctx.data
+        if data is None or not data.can_train or data.y_train is None:
+            raise DataError("quantization-aware training of a tf_keras model through tfmot needs labelled data (x, y)")
+        x, y = data.x_train, data.y_train
+        if self.max_train_samples is not None:
+            from kerascompress.data import take
+
+            x, y = take(x, self.max_train_samples), y[: self.max_train_samples]
+        ctx.progress(f"qat: tfmot quantize_model; fine-tuning {self.epochs} epoch(s)")
+        model, details = qat_tf_keras(state.model, x, y, self.epochs, self.batch_size, self.learning_rate)
+        plan = PrecisionPlan(mode="int8", int8_io=ctx.target.full_integer_only)
+        details.update({"plan": plan.describe(), "calibration": "fake-quant ranges learned in training",
+                        "distilled": False})
+        return PassOutput(state.replace(model=model, precision=plan), details)
 
 
 def quantization_aware_model(model: Any, calibration_data: Any, calibration: str = "minmax") -> fq.FakeQuantModel:

@@ -34,6 +34,7 @@ class Quantize(Pass):
     """
 
     name = "quantize"
+    tf_keras_unsupported = None  # tf_keras models: whole-model modes only (see gate)
 
     def __init__(
         self,
@@ -68,6 +69,9 @@ class Quantize(Pass):
     def gate(self, target: Target, state: ModelState) -> Gate:
         if not state.precision.is_float32:
             return Gate.refuse(f"the model is already exported as {state.precision.describe()} by an earlier pass")
+        legacy = _tf_keras_refusal(self, state)
+        if legacy:
+            return Gate.refuse(legacy)
         if target.full_integer_only and self.mode not in ("int8", "int16x8"):
             return Gate.refuse(
                 f"{target.name} runs only full-integer models (int8 in and out); {self.mode} keeps float compute"
@@ -139,3 +143,15 @@ class Quantize(Pass):
         return PassOutput(state.replace(precision=plan), details)
 
 
+def _tf_keras_refusal(p: Quantize, state: ModelState) -> Optional[str]:
+    """Why this Quantize cannot run on a tf_keras model, or None (per-layer choices need Keras 3)."""
+    from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+
+    if state.model is None or not is_tf_keras_model(state.model):
+        return None
+    if p.mode == "mixed" or p.float_layers:
+        return ("per-layer precision (mode 'mixed' or float_layers) needs a Keras 3 model: the exporter maps TFLite "
+                "ops to Keras 3 layers; a tf_keras model is quantized whole (int8, dynamic, fp16)")
+    if p.calibration != "minmax":
+        return f"calibration {p.calibration!r} needs a Keras 3 model; tf_keras models are calibrated with minmax"
+    return None

@@ -116,6 +116,7 @@ class Sparsity(Pass):
     """
 
     name = "sparsity"
+    tf_keras_unsupported = None  # tf_keras models: see apply()
 
     def __init__(
         self,
