@@ -110,3 +110,19 @@ def test_validate_an_onnx_export_against_keras(digits_cnn, digits_data, tmp_path
     assert result.fidelity.max_abs_error < 1e-4
     assert result.fidelity.top1_agreement == 1.0
     assert result.latency.median_ms > 0
+
+
+def test_validating_an_engine_without_tensorrt_says_what_to_do(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    from kerascompress.errors import ExportError
+    from kerascompress.validate import validate
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here: the refusal path does not apply")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\x00" * 64)
+    with pytest.raises(ExportError, match="validate the ONNX it is built from"):
+        validate(engine, runs=0)

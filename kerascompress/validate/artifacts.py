@@ -12,13 +12,13 @@ from typing import Any, Union
 from kerascompress.errors import ConfigError, ExportError
 
 #: File suffix -> artifact format.
-SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
+SUFFIXES = {".tflite": "tflite", ".onnx": "onnx", ".engine": "tensorrt", ".plan": "tensorrt"}
 
 _TFLITE_MAGIC = b"TFL3"
 
 
 def artifact_format(artifact: Union[bytes, bytearray, str, os.PathLike]) -> str:
-    """``"tflite"`` or ``"onnx"``; raises a clear error for anything else."""
+    """``"tflite"``, ``"onnx"`` or ``"tensorrt"``; raises a clear error for anything else."""
     if isinstance(artifact, (bytes, bytearray, memoryview)):
         head = bytes(artifact[:8])
         if head[4:8] == _TFLITE_MAGIC:
@@ -48,6 +48,10 @@ def open_artifact(artifact: Union[bytes, bytearray, str, os.PathLike], num_threa
         from kerascompress.validate.litert import LiteRTModel
 
         return LiteRTModel(artifact, num_threads=num_threads)
+    if fmt == "tensorrt":
+        from kerascompress.validate.tensorrt_runner import TensorRTEngineModel
+
+        return TensorRTEngineModel(artifact, num_threads=num_threads)
     try:
         from kerascompress.validate.onnx_runner import OnnxModel
     except ImportError as exc:

@@ -1,0 +1,66 @@
+"""Run and time a serialized TensorRT engine, on the device that has TensorRT and a GPU.
+
+`kerascompress validate model.engine --reference model.keras` uses this on the target
+itself. Here (no TensorRT, no GPU) it refuses with what to do instead: validate the
+ONNX the engine is built from, whose precision is the engine's.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from kerascompress.errors import ExportError
+from kerascompress.validate.litert import LatencyStats
+
+
+def _require_tensorrt() -> Any:
+    if importlib.util.find_spec("tensorrt") is None:
+        raise ExportError(
+            "validating a TensorRT engine needs the `tensorrt` package and an NVIDIA GPU, as on the target device; "
+            "on this host validate the ONNX it is built from instead (kerascompress validate model.onnx --reference ...)"
+        )
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # e.g. bindings-only wheels without the libraries
+        raise ExportError(f"the `tensorrt` package is installed but cannot be imported: {exc}") from exc
+    return trt
+
+
+class TensorRTEngineModel:
+    """A serialized engine with the runner interface (`predict`, `latency`)."""
+
+    def __init__(self, path: Union[str, os.PathLike], num_threads: int = 1) -> None:
+        trt = _require_tensorrt()
+        self.path = Path(path)
+        self.num_threads = int(num_threads)  # unused by TensorRT; kept for the shared interface
+        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise ExportError(f"{self.path} is not a TensorRT engine for this GPU and TensorRT version")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.output_names = [n for n in names if n not in self.input_names]
+
+    def _feeds(self, x: Any) -> dict[str, np.ndarray]:
+        arrays = [x[n] for n in self.input_names] if isinstance(x, dict) else (
+            list(x) if isinstance(x, (list, tuple)) else [x])
+        return {n: np.asarray(a) for n, a in zip(self.input_names, arrays)}
+
+    def predict(self, x: Any) -> Any:
+        from kerascompress.export.tensorrt import trt_run_engine
+
+        outputs, _ = trt_run_engine(str(self.path), self._feeds(x), runs=1, warmup=0)
+        result = [outputs[n] for n in self.output_names]
+        return result[0] if len(result) == 1 else result
+
+    def latency(self, runs: int = 50, warmup: int = 5, x: Any = None) -> LatencyStats:
+        from kerascompress.export.tensorrt import trt_run_engine
+
+        if x is None:
+            raise ExportError("timing a TensorRT engine needs sample inputs: pass data")
+        feeds = {n: a[:1] for n, a in self._feeds(x).items()}
+        _, times = trt_run_engine(str(self.path), feeds, runs=runs, warmup=warmup)
+        return LatencyStats.from_times(times, self.num_threads)
