@@ -296,11 +296,7 @@ class Cluster(Pass):
             var.assign(clustered)
             constraints.append(ClusterConstraint(var, centroids, segments, frozen))
             layers_out[key] = {"clustered": True, "shape": list(value.shape), "unique_before": before}
-        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, {
-            "learning_rate": self.learning_rate, "batch_size": self.batch_size,
-            "freeze_batchnorm": self.freeze_batchnorm, "distill_weight": self.distill_weight,
-            "max_steps_per_epoch": self.max_steps_per_epoch,
-        })
+        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, self)
         for layer, attr, var in kernels:
             key = f"{layer.name}.{attr}"
             if layers_out[key].get("clustered"):

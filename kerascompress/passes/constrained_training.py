@@ -255,12 +255,22 @@ def _all_layers(model: keras.Model) -> list[Any]:
     return out
 
 
+#: The training settings a constrained pass carries as attributes of the same names.
+TRAINING_OPTIONS = ("learning_rate", "batch_size", "freeze_batchnorm", "distill_weight", "max_steps_per_epoch")
+
+
 def finetune_from_context(model: keras.Model, constraints: Sequence[KernelConstraint], ctx: Any, epochs: int,
-                          options: Mapping[str, Any]) -> Optional[FinetuneResult]:
-    """Run `constrained_finetune` on a pass context's training split (None when it has none)."""
+                          options: Any) -> Optional[FinetuneResult]:
+    """Run `constrained_finetune` on a pass context's training split (None when it has none).
+
+    ``options`` is a mapping of training settings, or the pass itself, whose attributes
+    named in `TRAINING_OPTIONS` are used.
+    """
     data = getattr(ctx, "data", None)
     if epochs <= 0 or data is None or not data.can_train:
         return None
+    if not isinstance(options, Mapping):
+        options = {name: getattr(options, name) for name in TRAINING_OPTIONS}
     kwargs = dict(options)
     kwargs.setdefault("seed", getattr(ctx, "seed", 0))
     if kwargs.get("distill_weight", 0.0) > 0 and "teacher" not in kwargs:

@@ -236,11 +236,7 @@ class Sparsity(Pass):
             var.assign(value * mask)
             constraints.append(MaskConstraint(var, mask, self._schedule_fn() if gradual else None))
             layers_out[key] = {"sparse": True, "shape": list(value.shape)}
-        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, {
-            "learning_rate": self.learning_rate, "batch_size": self.batch_size,
-            "freeze_batchnorm": self.freeze_batchnorm, "distill_weight": self.distill_weight,
-            "max_steps_per_epoch": self.max_steps_per_epoch,
-        })
+        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, self)
         zeros = total = 0
         for layer, attr, var in kernels:
             key = f"{layer.name}.{attr}"
