@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
 from kerascompress.errors import ConfigError, DataError, ExportError, UnsupportedModelError
+from kerascompress.fileio import write_atomic
 from kerascompress.precision import PrecisionPlan
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
@@ -324,23 +324,6 @@ def _check_plan(plan: PrecisionPlan, model: Any) -> dict[str, str]:
     return per_layer
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _resolve_ranges(
     ranges: Mapping[str, tuple[float, float]], proto: Any, mapping: Mapping[str, str], nodes: Sequence[str]
 ) -> dict[str, tuple[float, float]]:
@@ -491,7 +474,7 @@ def to_onnx(
     )
     if path is not None:
         artifact.path = Path(path)
-        _atomic_write(artifact.path, data)
+        write_atomic(artifact.path, data)
     return artifact
 
 

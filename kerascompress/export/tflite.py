@@ -15,7 +15,6 @@ layers' ops are kept in float through the quantization debugger's node denylist)
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
@@ -23,6 +22,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from kerascompress.errors import ConfigError, DataError, ExportError, UnsupportedModelError
+from kerascompress.fileio import write_atomic
 from kerascompress.precision import PrecisionPlan
 
 #: Modes `to_tflite` accepts (the same as `PrecisionPlan` modes).
@@ -343,24 +343,6 @@ def _short(exc: BaseException, limit: int = 4000) -> str:
     lines = [ln for ln in text.splitlines() if not ln.strip().startswith(("^", "/", "note:")) and "note: called from" not in ln]
     text = "\n".join(lines).strip() or str(exc)
     return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def write_atomic(path: Union[str, os.PathLike], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
 
 
 # ------------------------------------------------------------- layer -> TFLite ops

@@ -13,8 +13,7 @@ has no channel semantics (e.g. integer token ids). Rules never know about target
 """
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 

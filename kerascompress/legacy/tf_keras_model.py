@@ -141,8 +141,8 @@ def tf_keras_to_tflite(
         _convert,
         _normalize_plan,
         _representative,
-        write_atomic,
     )
+    from kerascompress.fileio import write_atomic
 
     mode, plan_obj, io = _normalize_plan(plan, int8_io)
     if plan_obj.float_layers:

@@ -291,7 +291,7 @@ class _Run:
 
     # ----------------------------------------------------------------- driver
     def execute(self) -> PassOutput:
-        p, progress = self.p, self.ctx.progress
+        progress = self.ctx.progress
         report: dict[str, dict] = {}
         replacements: dict[str, list[str]] = {}
         for lname, node, path in self.layers():
