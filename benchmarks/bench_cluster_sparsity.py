@@ -32,14 +32,16 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kerascompress import zoo  # noqa: E402
-from kerascompress.data import DataBundle  # noqa: E402
+from kerascompress.data.bundle import DataBundle  # noqa: E402
+from kerascompress.examples import zoo  # noqa: E402
 from kerascompress.export.tflite import to_tflite  # noqa: E402
+from kerascompress.export.tflite_inspect import tflite_kernel_stats  # noqa: E402
 from kerascompress.passes.base import ModelState, PassContext  # noqa: E402
-from kerascompress.passes.cluster import Cluster, tflite_kernel_stats  # noqa: E402
+from kerascompress.passes.cluster import Cluster  # noqa: E402
 from kerascompress.passes.sparsity import Sparsity, satisfies_nm  # noqa: E402
+from kerascompress.runtime.litert import LiteRTModel  # noqa: E402
+from kerascompress.runtime.timing import compare_latency  # noqa: E402
 from kerascompress.targets import load  # noqa: E402
-from kerascompress.validate.litert import LiteRTModel, compare_latency  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -48,7 +50,7 @@ def log(msg: str) -> None:
 
 def fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     try:
-        from kerascompress.datasets import fashion_mnist as load_fm
+        from kerascompress.examples.datasets import fashion_mnist as load_fm
 
         x, y = load_fm("train")
         xt, yt = load_fm("test")
@@ -127,8 +129,8 @@ def main() -> None:
     }
     # Control: the same fine-tuning steps without constraints, so accuracy gains from the
     # extra training are not credited to clustering or sparsity.
-    from kerascompress.model_io import copy_model
-    from kerascompress.passes.constrained_training import constrained_finetune
+    from kerascompress.models.copy import copy_model
+    from kerascompress.training.constrained import constrained_finetune
 
     control = copy_model(model)
     start = time.time()

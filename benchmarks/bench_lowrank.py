@@ -30,13 +30,15 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kerascompress import datasets, targets, zoo  # noqa: E402
-from kerascompress.data import DataBundle  # noqa: E402
+from kerascompress import targets  # noqa: E402
+from kerascompress.data.bundle import DataBundle  # noqa: E402
+from kerascompress.examples import datasets, zoo  # noqa: E402
 from kerascompress.export.tflite import to_tflite  # noqa: E402
-from kerascompress.model_io import weights_digest  # noqa: E402
+from kerascompress.models.io import weights_digest  # noqa: E402
 from kerascompress.passes.base import ModelState, PassContext  # noqa: E402
 from kerascompress.passes.lowrank import LowRank  # noqa: E402
-from kerascompress.validate.litert import LiteRTModel, compare_latency  # noqa: E402
+from kerascompress.runtime.litert import LiteRTModel  # noqa: E402
+from kerascompress.runtime.timing import compare_latency  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -95,7 +97,7 @@ def control_accuracy(model: keras.Model, data: DataBundle, epochs: int, x_test: 
     Why: fine-tuning an under-trained model helps by itself; this control separates that
     from the effect of the factorization.
     """
-    from kerascompress.finetune import finetune
+    from kerascompress.training.finetune import finetune
 
     tuned = finetune(model, data, epochs=epochs, teacher=model, progress=False)
     return round(accuracy_keras(tuned, x_test, y_test), 5)

@@ -18,13 +18,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerascompress import datasets
-from kerascompress.demo import trained_fashion_cnn
+from kerascompress.examples import datasets
+from kerascompress.examples.demo import trained_fashion_cnn
 from kerascompress.export.onnx import to_onnx
-from kerascompress.precision import PrecisionPlan
-from kerascompress.validate.fidelity import compare_outputs
-from kerascompress.validate.litert import compare_latency
-from kerascompress.validate.onnx_runner import OnnxModel
+from kerascompress.metrics.fidelity import compare_outputs
+from kerascompress.quant.plan import PrecisionPlan
+from kerascompress.runtime.onnx_runner import OnnxModel
+from kerascompress.runtime.timing import compare_latency
 
 RESULTS = Path(__file__).parent / "results"
 

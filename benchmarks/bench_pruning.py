@@ -94,14 +94,14 @@ def tflite_accuracy(blob: bytes, x: np.ndarray, y: np.ndarray) -> float:
 def part_fashion(args) -> dict:
     import keras
 
-    from kerascompress import zoo
-    from kerascompress.data import make_bundle
-    from kerascompress.datasets import fashion_mnist
-    from kerascompress.finetune import finetune
+    from kerascompress.data.bundle import make_bundle
+    from kerascompress.examples import zoo
+    from kerascompress.examples.datasets import fashion_mnist
     from kerascompress.graph.counting import count_model
     from kerascompress.passes.base import ModelState, PassContext
     from kerascompress.passes.pruning import ChannelPruning
     from kerascompress.targets.target import Target
+    from kerascompress.training.finetune import finetune
 
     keras.utils.set_random_seed(0)
     x, y = fashion_mnist("train", limit=args.train_limit)

@@ -46,14 +46,16 @@ def main() -> None:
 
     import keras
 
-    from kerascompress import datasets, targets, zoo
-    from kerascompress.data import DataBundle
+    from kerascompress import targets
+    from kerascompress.data.bundle import DataBundle
+    from kerascompress.examples import datasets, zoo
     from kerascompress.export.tflite import to_tflite
-    from kerascompress.graph.fake_quant import unbalance_channel
     from kerascompress.passes.base import ModelState, PassContext
     from kerascompress.passes.mixed_precision import search_mixed_plan
     from kerascompress.passes.qat import QuantizationAwareTraining
-    from kerascompress.validate.litert import LiteRTModel, compare_latency
+    from kerascompress.quant.fake_quant import unbalance_channel
+    from kerascompress.runtime.litert import LiteRTModel
+    from kerascompress.runtime.timing import compare_latency
 
     n_train, n_test, epochs = (6000, 1000, 1) if args.quick else (30000, 5000, 3)
     x, y = datasets.fashion_mnist("train", limit=n_train)

@@ -37,9 +37,9 @@ def _load_data(spec: Optional[str]) -> Any:
     """Data for the pipeline from a command-line spec (None when not given)."""
     if spec is None:
         return None
-    from kerascompress import datasets
-    from kerascompress.data import DataBundle
+    from kerascompress.data.bundle import DataBundle
     from kerascompress.errors import DataError
+    from kerascompress.examples import datasets
 
     if spec == "fashion_mnist":
         xt, yt = datasets.fashion_mnist("train", limit=10000)
@@ -112,7 +112,7 @@ def _plain(obj: Any) -> Any:
 
 
 def cmd_demo() -> int:
-    from kerascompress.demo import run_demo
+    from kerascompress.examples.demo import run_demo
 
     report = run_demo(
         out_dir=Path(FLAGS.out or "kerascompress_demo"),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import kerascompress as kc
-from kerascompress.model_io import weights_digest
+from kerascompress.models.io import weights_digest
+from kerascompress.models.copy import copy_model
 from kerascompress.passes.base import Gate, Pass, PassOutput
 from kerascompress.passes.quantize import Quantize
 
@@ -58,7 +59,7 @@ def test_accuracy_budget_rolls_back_and_fp16_is_storage_only(digits_cnn, digits_
             return Gate.allow("size")
 
         def apply(self, state, ctx):
-            model = kc.model_io.copy_model(state.model)
+            model = copy_model(state.model)
             last = model.layers[-1]
             last.set_weights([np.zeros_like(w) for w in last.get_weights()])
             return PassOutput(state.replace(model=model))
@@ -146,7 +147,7 @@ def test_a_compressed_size_pass_that_gains_nothing_is_rolled_back(digits_cnn, di
             return Gate.allow("compressed-size", "compressed (gzip) size only")
 
         def apply(self, state, ctx):
-            return PassOutput(state.replace(model=kc.model_io.copy_model(state.model)))
+            return PassOutput(state.replace(model=copy_model(state.model)))
 
     result = kc.optimize(digits_cnn, target="x86-avx2", data=digits_split, recipe=[Nothing()],
                          constraints=kc.Constraints(max_slowdown=100.0), output_dir=tmp_path, latency_runs=3,

@@ -3,8 +3,12 @@ import numpy as np
 import pytest
 
 from kerascompress.errors import ConfigError
-from kerascompress.passes.calibration import (
-    DEFAULT_CALIBRATION_SAMPLES, RangeCollector, activation_range, quantize_dequantize, quantize_weights,
+from kerascompress.quant.calibration import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    RangeCollector,
+    activation_range,
+    quantize_dequantize,
+    quantize_weights,
 )
 
 
@@ -85,7 +89,7 @@ def heavy_tailed():
 
 
 def test_fake_quant_calibration_methods_change_ranges(heavy_tailed):
-    from kerascompress.graph import fake_quant as fq
+    from kerascompress.quant import fake_quant as fq
 
     model, x = heavy_tailed
     ranges = {}
@@ -107,7 +111,7 @@ def _input_scale(data):
 
 def test_tflite_export_uses_the_calibration_method_and_sample_count(heavy_tailed):
     from kerascompress.export.tflite import to_tflite
-    from kerascompress.precision import PrecisionPlan
+    from kerascompress.quant.plan import PrecisionPlan
 
     model, x = heavy_tailed
     scales = {m: _input_scale(to_tflite(model, PrecisionPlan("int8", calibration=m), representative_data=x,

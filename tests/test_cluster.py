@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from keras import layers
 
-from kerascompress.data import DataBundle
+from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ConfigError
-from kerascompress.model_io import weights_digest
+from kerascompress.export.tflite_inspect import tflite_kernel_stats
+from kerascompress.models.io import weights_digest
 from kerascompress.passes.base import ModelState, PassContext
-from kerascompress.passes.cluster import INITS, Cluster, kmeans_1d, tflite_kernel_stats
+from kerascompress.passes.cluster import INITS, Cluster, kmeans_1d
 from kerascompress.targets import Target, load
 
 KERNELS = ("conv1.kernel", "conv2.kernel", "fc1.kernel", "predictions.kernel")
@@ -180,7 +181,7 @@ def test_batchnorm_folding_breaks_per_tensor_counts_but_not_per_channel(digits_d
 
 
 def test_keras3_models_are_not_taken_for_tf_keras(digits_cnn) -> None:
-    from kerascompress.legacy import is_tf_keras_model
+    from kerascompress.models.kinds import is_tf_keras_model
 
     assert not is_tf_keras_model(digits_cnn)
 
@@ -190,7 +191,7 @@ def test_tfmot_session_restores_tf_use_legacy_keras(tmp_path, monkeypatch) -> No
     import os
     import sys
 
-    from kerascompress.legacy import tfmot_backend
+    from kerascompress.legacy import tfmot as tfmot_backend
 
     fake = tmp_path / "tensorflow_model_optimization"
     fake.mkdir()
@@ -212,7 +213,11 @@ def test_tfmot_session_restores_tf_use_legacy_keras(tmp_path, monkeypatch) -> No
 
 
 def test_tfmot_path_unavailable_says_how_to_install(monkeypatch) -> None:
-    from kerascompress.legacy import LegacyUnavailable, missing_reason, tfmot_session
+    from kerascompress.legacy.tfmot import (
+        LegacyUnavailable,
+        missing_reason,
+        tfmot_session,
+    )
 
     reason = missing_reason()
     if reason is None:
@@ -224,7 +229,7 @@ def test_tfmot_path_unavailable_says_how_to_install(monkeypatch) -> None:
 
 
 def test_tf_keras_model_clustered_through_tfmot_end_to_end(digits_data) -> None:
-    from kerascompress.legacy import missing_reason
+    from kerascompress.legacy.tfmot import missing_reason
 
     reason = missing_reason()
     if reason:
@@ -253,7 +258,7 @@ def test_tf_keras_model_clustered_through_tfmot_end_to_end(digits_data) -> None:
 def test_optimize_keeps_cluster_and_reports_gzip_gain(digits_cnn, digits_data) -> None:
     """Through the driver: raw size unchanged (so not rolled back), gzip smaller, caller untouched."""
     import kerascompress as kc
-    from kerascompress.api_types import Constraints
+    from kerascompress.pipeline.types import Constraints
 
     x, y, xt, yt = digits_data
     digest = weights_digest(digits_cnn)

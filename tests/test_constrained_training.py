@@ -7,7 +7,11 @@ import tensorflow as tf
 from keras import layers
 
 from kerascompress.passes.cluster import cluster_kernel
-from kerascompress.passes.constrained_training import ClusterConstraint, MaskConstraint, constrained_finetune
+from kerascompress.training.constrained import (
+    ClusterConstraint,
+    MaskConstraint,
+    constrained_finetune,
+)
 
 
 def _tiny(seed: int = 0) -> keras.Model:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerascompress.data import DataBundle, check_inputs, make_bundle
+from kerascompress.data.bundle import DataBundle, check_inputs, make_bundle
 from kerascompress.errors import DataError
 
 

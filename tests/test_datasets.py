@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerascompress import datasets
 from kerascompress.errors import DataError
+from kerascompress.examples import datasets
 
 _HAVE_FMNIST = Path(datasets.FASHION_MNIST_DIR, "t10k-images-idx3-ubyte.gz").is_file()
 _HAVE_TEXT = importlib.util.find_spec("orangecontrib") is not None and (

@@ -9,7 +9,7 @@ from keras import layers
 
 from kerascompress.graph import decompose as dec
 from kerascompress.graph.model_graph import ModelGraph
-from kerascompress.model_io import weights_digest
+from kerascompress.models.io import weights_digest
 
 
 def _decomposed(model, layer, method, rank):

@@ -7,7 +7,12 @@ import platform
 import pytest
 
 from kerascompress.targets import Kernel, describe_host, detect
-from kerascompress.targets.detect import cpu_target, gpu_target, normalize_arch, parse_cpuinfo
+from kerascompress.targets.detect import (
+    cpu_target,
+    gpu_target,
+    normalize_arch,
+    parse_cpuinfo,
+)
 
 _X86_COMMON = (
     "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht "

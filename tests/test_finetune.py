@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from keras import layers as L
 
-from kerascompress.data import make_bundle
+from kerascompress.data.bundle import make_bundle
 from kerascompress.errors import DataError
-from kerascompress.finetune import distillation_loss, finetune
+from kerascompress.training.finetune import finetune
+from kerascompress.training.losses import distillation_loss
 
 
 def _data(n=256, seed=0):

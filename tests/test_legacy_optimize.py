@@ -15,16 +15,18 @@ pytest.importorskip("tf_keras", reason=f"tf_keras not installed: {_HOW}")
 pytest.importorskip("tensorflow_model_optimization", reason=f"tensorflow-model-optimization not installed: {_HOW}")
 
 import kerascompress as kc  # noqa: E402
-from kerascompress.api_types import Constraints  # noqa: E402
 from kerascompress.errors import ConfigError  # noqa: E402
-from kerascompress.model_io import copy_model, weights_digest  # noqa: E402
-from kerascompress.passes.cluster import Cluster, tflite_kernel_stats  # noqa: E402
+from kerascompress.export.tflite_inspect import tflite_kernel_stats  # noqa: E402
+from kerascompress.models.copy import copy_model  # noqa: E402
+from kerascompress.models.io import weights_digest  # noqa: E402
+from kerascompress.passes.cluster import Cluster  # noqa: E402
 from kerascompress.passes.lowrank import LowRank  # noqa: E402
 from kerascompress.passes.pruning import ChannelPruning  # noqa: E402
 from kerascompress.passes.qat import QuantizationAwareTraining  # noqa: E402
 from kerascompress.passes.quantize import Quantize  # noqa: E402
 from kerascompress.passes.sparsity import Sparsity  # noqa: E402
-from kerascompress.precision import PrecisionPlan  # noqa: E402
+from kerascompress.pipeline.types import Constraints  # noqa: E402
+from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
 from kerascompress.targets import load  # noqa: E402
 
 BUDGET = Constraints(max_accuracy_drop=0.03, max_slowdown=100.0)
@@ -67,7 +69,8 @@ def _steps(result) -> dict:
 
 
 def test_copy_count_and_float_export_of_a_tf_keras_model(legacy_cnn, digits_data) -> None:
-    from kerascompress.legacy.tf_keras_model import count_tf_keras, tf_keras_to_tflite
+    from kerascompress.export.tf_keras_tflite import tf_keras_to_tflite
+    from kerascompress.models.tf_keras import count_tf_keras
 
     clone = copy_model(legacy_cnn)
     assert type(clone).__module__.startswith("tf_keras") and clone is not legacy_cnn
@@ -76,7 +79,7 @@ def test_copy_count_and_float_export_of_a_tf_keras_model(legacy_cnn, digits_data
     assert params == legacy_cnn.count_params()
     # conv1 8*8*16*9 + conv2 8*8*32*9*16 + fc1 512*64 + predictions 64*10
     assert macs == 8 * 8 * 16 * 9 + 8 * 8 * 32 * 9 * 16 + 512 * 64 + 64 * 10
-    from kerascompress.validate.litert import LiteRTModel
+    from kerascompress.runtime.litert import LiteRTModel
 
     x = digits_data[2][:32]
     out = LiteRTModel(tf_keras_to_tflite(legacy_cnn, "float32")).predict(x)

@@ -8,7 +8,9 @@ from keras import layers
 
 from kerascompress.errors import ConfigError, DataError, ExportError
 from kerascompress.export.tflite import to_tflite
-from kerascompress.validate.litert import LatencyStats, LiteRTModel, compare_latency, ratios
+from kerascompress.runtime.litert import LiteRTModel
+from kerascompress.runtime.stats import LatencyStats
+from kerascompress.runtime.timing import compare_latency, ratios
 
 
 def _two_io_model() -> keras.Model:

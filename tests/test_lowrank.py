@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from keras import layers
 
-from kerascompress.data import DataBundle
+from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ConfigError
 from kerascompress.graph import decompose as dec
 from kerascompress.graph.model_graph import ModelGraph
-from kerascompress.model_io import weights_digest
+from kerascompress.models.io import weights_digest
 from kerascompress.passes import lowrank as lr
 from kerascompress.passes.base import ModelState, PassContext
 from kerascompress.passes.lowrank import Candidate, LowRank, judge
@@ -297,7 +297,7 @@ def test_latency_measured_at_the_states_int8_precision(digits_cnn, digits_data):
     """After a Quantize pass the factorization is timed as the int8 model the target will run."""
     if not HERE.runs_here():
         pytest.skip("needs an x86_64 host to run the LiteRT CPU target")
-    from kerascompress.precision import PrecisionPlan
+    from kerascompress.quant.plan import PrecisionPlan
 
     xtr, ytr, xt, yt = digits_data
     data = DataBundle(xtr[:200], ytr[:200], xt, yt)

@@ -3,16 +3,20 @@ import keras
 import numpy as np
 import pytest
 
-from kerascompress.data import DataBundle
+from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ConfigError
 from kerascompress.export.tflite import to_tflite
-from kerascompress.graph import fake_quant as fq
 from kerascompress.passes.base import ModelState, PassContext
-from kerascompress.passes.mixed_precision import metric_of, search_mixed_plan, tflite_evaluator
+from kerascompress.passes.mixed_precision import (
+    metric_of,
+    search_mixed_plan,
+    tflite_evaluator,
+)
 from kerascompress.passes.quantize import Quantize
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant import fake_quant as fq
+from kerascompress.quant.plan import PrecisionPlan
+from kerascompress.runtime.litert import LiteRTModel
 from kerascompress.targets.target import Kernel, Target
-from kerascompress.validate.litert import LiteRTModel
 
 X86 = Target("x86-test", precisions={"fp32": Kernel.FAST, "fp16": Kernel.STORAGE, "int8": Kernel.FAST})
 GPU = Target("gpu-test", runtime="tensorrt", device="gpu",

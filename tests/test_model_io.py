@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from kerascompress.errors import UnsupportedModelError
-from kerascompress.model_io import check_supported, copy_model, load_model, weights_digest
+from kerascompress.models.copy import copy_model
+from kerascompress.models.io import check_supported, load_model, weights_digest
 
 
 def _model():

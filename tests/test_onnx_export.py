@@ -8,8 +8,8 @@ keras = pytest.importorskip("keras")
 
 from kerascompress.errors import ConfigError, DataError, ExportError  # noqa: E402
 from kerascompress.export.onnx import onnx_node_layers, to_onnx  # noqa: E402
-from kerascompress.precision import PrecisionPlan  # noqa: E402
-from kerascompress.validate.onnx_runner import OnnxModel  # noqa: E402
+from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
+from kerascompress.runtime.onnx_runner import OnnxModel  # noqa: E402
 
 
 def small_cnn() -> "keras.Model":

@@ -10,8 +10,9 @@ from test_onnx_export import small_cnn, two_in_two_out  # noqa: E402
 
 from kerascompress.errors import DataError  # noqa: E402
 from kerascompress.export.onnx import to_onnx  # noqa: E402
-from kerascompress.precision import PrecisionPlan  # noqa: E402
-from kerascompress.validate.onnx_runner import LatencyStats, OnnxModel  # noqa: E402
+from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
+from kerascompress.runtime.onnx_runner import OnnxModel  # noqa: E402
+from kerascompress.runtime.stats import LatencyStats  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,8 @@ def test_onnx_and_tflite_are_timed_interleaved_together(tmp_path):
 
     from kerascompress.export.onnx import to_onnx
     from kerascompress.export.tflite import to_tflite
-    from kerascompress.validate.litert import compare_latency
-    from kerascompress.validate.onnx_runner import OnnxModel
+    from kerascompress.runtime.onnx_runner import OnnxModel
+    from kerascompress.runtime.timing import compare_latency
 
     inp = keras.Input((16,))
     model = keras.Model(inp, keras.layers.Dense(4)(inp))

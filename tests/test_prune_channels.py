@@ -6,15 +6,17 @@ The zeroing reference below is written independently of the slicing code.
 """
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from keras import layers as L
 
-from kerascompress.graph.channel_groups import _ref, find_channel_groups
+from kerascompress.graph.channel_groups import find_channel_groups
 from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.graph.prune_channels import keep_mask, prune_channels, removed_units
+from kerascompress.graph.traversal import node_and_index
 
 TOL = 1e-5
 
@@ -62,7 +64,7 @@ def zeroed_reference(graph, groups, keep) -> keras.Model:
         node = ref.nodes[name]
         if not getattr(groups.rules[name], "mixes_channels", False) or not node.inputs:
             continue
-        mask = keep_mask(groups.maps.get(_ref(node.inputs[0])), removed)
+        mask = keep_mask(groups.maps.get(node_and_index(node.inputs[0])), removed)
         if mask is None:
             continue
         gone = np.flatnonzero(~mask)
@@ -128,7 +130,7 @@ def check_exact(model: keras.Model, seed: int = 0, fraction: float | None = None
 
 
 def test_residual_cnn_exact():
-    from kerascompress import zoo
+    from kerascompress.examples import zoo
 
     model = randomize(zoo.residual_cnn(width=8))
     _, groups, keep, pruned = check_exact(model)
@@ -265,7 +267,7 @@ def test_lambda_freezes_not_crashes():
 
 
 def test_frozen_group_cannot_be_pruned():
-    from kerascompress import zoo
+    from kerascompress.examples import zoo
 
     graph = ModelGraph.from_keras(zoo.small_cnn(width=4))
     groups = find_channel_groups(graph)
@@ -275,7 +277,7 @@ def test_frozen_group_cannot_be_pruned():
 
 
 def test_caller_graph_and_model_untouched():
-    from kerascompress import zoo
+    from kerascompress.examples import zoo
 
     model = randomize(zoo.small_cnn(width=8))
     before = [w.copy() for w in model.get_weights()]
@@ -344,7 +346,7 @@ def test_random_dags_exact(model, seed):
 
 
 def _pruned_small():
-    from kerascompress import zoo
+    from kerascompress.examples import zoo
 
     model = randomize(zoo.residual_cnn(width=8))
     graph = ModelGraph.from_keras(model)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kerascompress import zoo
-from kerascompress.data import make_bundle
+from kerascompress.data.bundle import make_bundle
 from kerascompress.errors import ConfigError, DataError
+from kerascompress.examples import zoo
 from kerascompress.passes.base import ModelState, PassContext
 from kerascompress.passes.pruning import ChannelPruning, round_width
 from kerascompress.targets.target import Target

@@ -5,16 +5,20 @@ import pytest
 from keras import layers
 
 from kerascompress import targets
-from kerascompress.data import DataBundle
+from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ExportError
 from kerascompress.export.tflite import to_tflite
-from kerascompress.graph import fake_quant as fq
 from kerascompress.passes.base import ModelState, PassContext
-from kerascompress.passes.qat import QuantizationAwareTraining, activation_ranges, agreement
+from kerascompress.passes.qat import (
+    QuantizationAwareTraining,
+    activation_ranges,
+    agreement,
+)
 from kerascompress.passes.quantize import Quantize
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant import fake_quant as fq
+from kerascompress.quant.plan import PrecisionPlan
+from kerascompress.runtime.litert import LiteRTModel
 from kerascompress.targets.target import Kernel, Target
-from kerascompress.validate.litert import LiteRTModel
 
 X86 = Target("x86-test", precisions={"fp32": Kernel.FAST, "fp16": Kernel.STORAGE, "int8": Kernel.FAST})
 EDGETPU = Target("tpu-test", device="npu", precisions={"int8": Kernel.FAST}, full_integer_only=True)

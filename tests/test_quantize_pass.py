@@ -5,7 +5,7 @@ import pytest
 from kerascompress.errors import ConfigError
 from kerascompress.passes.base import ModelState, PassContext
 from kerascompress.passes.quantize import Quantize
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Kernel, Target
 
 X86 = Target(

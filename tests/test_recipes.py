@@ -3,7 +3,7 @@ import pytest
 
 from kerascompress.errors import ConfigError
 from kerascompress.passes.quantize import Quantize
-from kerascompress.recipes import list_recipes, load_recipe
+from kerascompress.pipeline.recipes import list_recipes, load_recipe
 
 
 def test_shipped_recipes_load():

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from kerascompress.report import Metrics, Report, StepRecord
+from kerascompress.pipeline.report import Metrics, Report, StepRecord
 
 
 def _report():

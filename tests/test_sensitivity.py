@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from kerascompress.graph import fake_quant as fq
-from kerascompress.passes.sensitivity import layer_sensitivity
+from kerascompress.quant import fake_quant as fq
+from kerascompress.quant.sensitivity import layer_sensitivity
 
 
 def test_results_are_keyed_by_the_quantizable_keras_layers(digits_cnn, digits_data):

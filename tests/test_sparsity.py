@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from kerascompress.data import DataBundle
+from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ConfigError
-from kerascompress.model_io import weights_digest
+from kerascompress.export.tflite_inspect import tflite_kernel_stats
+from kerascompress.models.io import weights_digest
 from kerascompress.passes.base import ModelState, PassContext
-from kerascompress.passes.cluster import tflite_kernel_stats
 from kerascompress.passes.sparsity import (
     Sparsity,
     nm_mask,

@@ -24,7 +24,7 @@ from kerascompress.export.tensorrt import (  # noqa: E402
     to_tensorrt,
     trt_major_version,
 )
-from kerascompress.precision import PrecisionPlan  # noqa: E402
+from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
 from kerascompress.targets.target import Kernel, Target  # noqa: E402
 
 F, S = Kernel.FAST, Kernel.STORAGE

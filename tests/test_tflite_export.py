@@ -10,8 +10,8 @@ from keras import layers
 
 from kerascompress.errors import ConfigError, DataError, ExportError
 from kerascompress.export.tflite import _trace, layer_nodes, to_tflite
-from kerascompress.precision import PrecisionPlan
-from kerascompress.validate.litert import LiteRTModel
+from kerascompress.quant.plan import PrecisionPlan
+from kerascompress.runtime.litert import LiteRTModel
 
 
 def _ops(model_bytes: bytes) -> list[tuple[str, list[str], list[str]]]:

@@ -8,7 +8,8 @@ import pytest
 
 from kerascompress.errors import ConfigError, DataError, ExportError
 from kerascompress.export.tflite import to_tflite
-from kerascompress.validate import ValidationResult, compare_outputs, validate
+from kerascompress.metrics.fidelity import compare_outputs
+from kerascompress.pipeline.validate import ValidationResult, validate
 
 
 def test_fidelity_on_hand_made_arrays():
@@ -100,7 +101,7 @@ def test_validate_dispatches_onnx_lazily(tmp_path):
 
 def test_validate_an_onnx_export_against_keras(digits_cnn, digits_data, tmp_path):
     from kerascompress.export.onnx import to_onnx
-    from kerascompress.validate import validate
+    from kerascompress.pipeline.validate import validate
 
     _, _, x_test, y_test = digits_data
     path = tmp_path / "m.onnx"
@@ -118,7 +119,7 @@ def test_validating_an_engine_without_tensorrt_says_what_to_do(tmp_path):
     import pytest
 
     from kerascompress.errors import ExportError
-    from kerascompress.validate import validate
+    from kerascompress.pipeline.validate import validate
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here: the refusal path does not apply")

@@ -1,7 +1,7 @@
 """Reference models: sizes computed by hand, and every one is readable by the graph engine."""
 import pytest
 
-from kerascompress import zoo
+from kerascompress.examples import zoo
 from kerascompress.graph import ModelGraph, count_model
 
 

@@ -15,9 +15,14 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from kerascompress.errors import ConfigError, DataError, ExportError, UnsupportedModelError
+from kerascompress.errors import (
+    ConfigError,
+    DataError,
+    ExportError,
+    UnsupportedModelError,
+)
 from kerascompress.fileio import write_atomic
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant.plan import PrecisionPlan
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
 MAX_OPSET = 18  # the newest tf2onnx 1.17 writes
@@ -364,7 +369,7 @@ def to_onnx(
     import onnx
 
     from kerascompress.export import onnx_precision as op
-    from kerascompress.validate.onnx_runner import OnnxModel
+    from kerascompress.runtime.onnx_runner import OnnxModel
 
     if not isinstance(opset, int) or opset < MIN_OPSET or opset > MAX_OPSET:
         raise ExportError(

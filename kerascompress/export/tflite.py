@@ -21,9 +21,14 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from kerascompress.errors import ConfigError, DataError, ExportError, UnsupportedModelError
+from kerascompress.errors import (
+    ConfigError,
+    DataError,
+    ExportError,
+    UnsupportedModelError,
+)
 from kerascompress.fileio import write_atomic
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant.plan import PrecisionPlan
 
 #: Modes `to_tflite` accepts (the same as `PrecisionPlan` modes).
 TFLITE_MODES = ("float32", "fp16", "dynamic", "int8", "int16x8", "mixed")
@@ -453,7 +458,7 @@ def _recalibrate(calibrated: bytes, samples: Callable[[], Iterator[list[np.ndarr
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from kerascompress.passes.calibration import RangeCollector
+    from kerascompress.quant.calibration import RangeCollector
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
     tensors = model.subgraphs[0].tensors

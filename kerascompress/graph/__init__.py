@@ -7,7 +7,11 @@ are inlined) into plain, editable data; `graph.to_keras()` builds a new model fr
 `prune_channels(graph, groups, keep)` removes them; `register_layer_rule` teaches both
 about a custom layer class.
 """
-from kerascompress.graph.channel_groups import ChannelGroup, ChannelGroups, find_channel_groups
+from kerascompress.graph.channel_groups import (
+    ChannelGroup,
+    ChannelGroups,
+    find_channel_groups,
+)
 from kerascompress.graph.counting import ModelCost, NodeCost, count_model
 from kerascompress.graph.layer_rules import register_layer_rule
 from kerascompress.graph.model_graph import ModelGraph, Node, Slot, TensorRef

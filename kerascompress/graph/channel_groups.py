@@ -12,75 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import numpy as np
 
 from kerascompress.graph.layer_rules import ChannelMap, Freeze, rule_for
-
-
-class UnitTable:
-    """Union-find over units; each `new` call opens a *space* (one producer's output)."""
-
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-        self.space: list[int] = []  # space id of each unit
-        self.space_parent: list[int] = []
-        self.space_owner: list[str] = []
-        self.frozen: dict[int, list[str]] = defaultdict(list)  # unit -> reasons (resolved later)
-        self._layer_units: dict[str, np.ndarray] = {}
-
-    def new(self, n: int, owner: str, frozen: Optional[str] = None) -> np.ndarray:
-        """``n`` fresh units created by node ``owner``."""
-        sid = len(self.space_parent)
-        self.space_parent.append(sid)
-        self.space_owner.append(owner)
-        start = len(self.parent)
-        units = np.arange(start, start + n, dtype=np.int64)
-        self.parent.extend(units.tolist())
-        self.space.extend([sid] * n)
-        if frozen:
-            self.freeze(units[:1], frozen)
-        return units
-
-    def new_for_layer(self, layer_name: str, n: int, owner: str) -> np.ndarray:
-        """Fresh units once per layer: the nodes of a shared layer produce the same channels."""
-        if layer_name not in self._layer_units:
-            self._layer_units[layer_name] = self.new(n, owner)
-        return self._layer_units[layer_name]
-
-    def find(self, u: int) -> int:
-        p = self.parent
-        root = u
-        while p[root] != root:
-            root = p[root]
-        while p[u] != root:
-            p[u], u = root, p[u]
-        return root
-
-    def _find_space(self, s: int) -> int:
-        p = self.space_parent
-        while p[s] != s:
-            p[s] = p[p[s]]
-            s = p[s]
-        return s
-
-    def union(self, a: Iterable[int], b: Iterable[int]) -> None:
-        """Tie ``a[i]`` to ``b[i]`` for every i."""
-        for x, y in zip(np.asarray(a).tolist(), np.asarray(b).tolist()):
-            rx, ry = self.find(x), self.find(y)
-            if rx != ry:
-                self.parent[max(rx, ry)] = min(rx, ry)
-            sx, sy = self._find_space(self.space[x]), self._find_space(self.space[y])
-            if sx != sy:
-                self.space_parent[max(sx, sy)] = min(sx, sy)
-
-    def freeze(self, units: Iterable[int], reason: str) -> None:
-        for u in np.asarray(units).reshape(-1).tolist():
-            self.frozen[u].append(reason)
-
-    def roots(self, m: np.ndarray) -> np.ndarray:
-        return np.fromiter((self.find(u) for u in m.tolist()), dtype=np.int64, count=len(m))
+from kerascompress.graph.traversal import node_and_index, topological_order
+from kerascompress.graph.units import UnitTable
 
 
 @dataclasses.dataclass
@@ -144,31 +82,6 @@ class ChannelGroups:
         return gid, idx
 
 
-def _ref(ref: Any) -> tuple[str, int]:
-    if isinstance(ref, tuple):
-        return ref[0], int(ref[1])
-    return ref.node, int(getattr(ref, "index", 0))
-
-
-def topological_order(graph: Any) -> list[str]:
-    """Node names so that every node comes after its producers."""
-    indeg = {n: len({_ref(r)[0] for r in node.inputs}) for n, node in graph.nodes.items()}
-    users = defaultdict(set)
-    for n, node in graph.nodes.items():
-        for r in node.inputs:
-            users[_ref(r)[0]].add(n)
-    ready = [n for n in graph.nodes if indeg[n] == 0]
-    order = []
-    while ready:
-        n = ready.pop(0)
-        order.append(n)
-        for u in sorted(users[n], key=list(graph.nodes).index):
-            indeg[u] -= 1
-            if indeg[u] == 0:
-                ready.append(u)
-    return order
-
-
 def _out_count(node: Any) -> int:
     return max(1, len(node.output_shapes or []))
 
@@ -186,7 +99,7 @@ def find_channel_groups(graph: Any) -> ChannelGroups:
         node = graph.nodes[name]
         rule = rule_for(node)
         rules[name] = rule
-        in_maps = [maps.get(_ref(r)) for r in node.inputs]
+        in_maps = [maps.get(node_and_index(r)) for r in node.inputs]
         try:
             out_maps = list(rule.propagate(node, in_maps, table))
             if len(out_maps) < _out_count(node):
@@ -214,9 +127,9 @@ def find_channel_groups(graph: Any) -> ChannelGroups:
             maps[(name, i)] = m
 
     for ref in graph.outputs:
-        m = maps.get(_ref(ref))
+        m = maps.get(node_and_index(ref))
         if m is not None:
-            table.freeze(m, f"reaches model output {_ref(ref)[0]}")
+            table.freeze(m, f"reaches model output {node_and_index(ref)[0]}")
 
     return _collect(graph, table, maps, order, rules, frozen_nodes)
 
@@ -255,7 +168,7 @@ def _collect(graph, table, maps, order, rules, frozen_nodes) -> ChannelGroups:
 
     for name in order:
         node = graph.nodes[name]
-        touched_in = {unit_group[u] for r in node.inputs if maps.get(_ref(r)) is not None for u in np.unique(maps[_ref(r)])}
+        touched_in = {unit_group[u] for r in node.inputs if maps.get(node_and_index(r)) is not None for u in np.unique(maps[node_and_index(r)])}
         touched_out = {unit_group[u] for i in range(_out_count(node)) if maps.get((name, i)) is not None
                        for u in np.unique(maps[(name, i)])}
         for gid in touched_in | touched_out:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kerascompress.graph.channel_groups import UnitTable
+    from kerascompress.graph.units import UnitTable
 
 ChannelMap = Optional[np.ndarray]
 Keep = Optional[np.ndarray]  # boolean mask over a tensor's channels; None = keep all

@@ -11,7 +11,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from kerascompress.graph.channel_groups import ChannelGroups, _ref
+from kerascompress.graph.channel_groups import ChannelGroups
+from kerascompress.graph.traversal import node_and_index
 
 
 def removed_units(groups: ChannelGroups, keep: Mapping[int, Sequence[int]]) -> np.ndarray:
@@ -42,7 +43,7 @@ def keep_mask(m: Optional[np.ndarray], removed: np.ndarray) -> Optional[np.ndarr
 
 def node_masks(groups: ChannelGroups, node: Any, removed: np.ndarray) -> tuple[list, list]:
     """Keep-masks of a node's input and output tensors."""
-    ins = [keep_mask(groups.maps.get(_ref(r)), removed) for r in node.inputs]
+    ins = [keep_mask(groups.maps.get(node_and_index(r)), removed) for r in node.inputs]
     n_out = max(1, len(node.output_shapes or []))
     outs = [keep_mask(groups.maps.get((node.name, i)), removed) for i in range(n_out)]
     return ins, outs
@@ -89,7 +90,7 @@ def cost_fractions(groups: ChannelGroups, graph: Any, removed: np.ndarray) -> di
             if m_out is not None and len(m_out):
                 fout = 1.0 - np.isin(m_out, removed).mean()
             if getattr(groups.rules[name], "mixes_channels", False) and node.inputs:
-                m_in = groups.maps.get(_ref(node.inputs[0]))
+                m_in = groups.maps.get(node_and_index(node.inputs[0]))
                 if m_in is not None and len(m_in):
                     fin = 1.0 - np.isin(m_in, removed).mean()
         frac[name] = float(fin * fout)

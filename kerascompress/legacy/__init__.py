@@ -7,22 +7,13 @@ restores the environment variable right after (see `tfmot_session`). A Keras 3 u
 never imports it. Install with ``pip install kerascompress[tfmot]`` (tf-keras needs the
 full ``tensorflow`` wheel, not ``tensorflow-cpu``).
 """
-from kerascompress.legacy.tfmot_backend import (
+from kerascompress.legacy.tfmot import (
     LegacyUnavailable,
     cluster_tf_keras,
-    is_tf_keras_model,
     missing_reason,
     qat_tf_keras,
     sparsity_tf_keras,
     tfmot_session,
 )
 
-__all__ = [
-    "LegacyUnavailable",
-    "cluster_tf_keras",
-    "is_tf_keras_model",
-    "missing_reason",
-    "qat_tf_keras",
-    "sparsity_tf_keras",
-    "tfmot_session",
-]
+__all__ = ["LegacyUnavailable", "cluster_tf_keras", "missing_reason", "qat_tf_keras", "sparsity_tf_keras", "tfmot_session"]

@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 
 import keras
 
-from kerascompress.data import DataBundle
-from kerascompress.precision import PrecisionPlan
+from kerascompress.data.bundle import DataBundle
+from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Target
 
 #: What a pass is expected to buy on a target. "compressed-size": only the gzip/zip size

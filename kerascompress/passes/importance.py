@@ -97,7 +97,8 @@ def taylor_importance(
     import keras
     import tensorflow as tf
 
-    from kerascompress.finetune import _as_list, _index, _n, looks_like_probabilities, task_loss
+    from kerascompress.training.finetune import _as_list, _index, _n
+    from kerascompress.training.losses import looks_like_probabilities, task_loss
 
     if x is None or _n(x) == 0:
         raise DataError("the Taylor criterion needs data: give a few batches of inputs (and labels)")

@@ -27,7 +27,7 @@ from kerascompress.errors import ConfigError
 from kerascompress.graph import decompose as dec
 from kerascompress.graph.model_graph import ModelGraph, Node
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Target
 
 _CONV_METHODS = ("auto", "channel", "spatial")
@@ -408,7 +408,7 @@ class _Run:
         if data is None or not (data.can_train or (self.p.distill and self.ctx.teacher is not None)):
             return model, {"status": "skipped", "reason": "no training data"}
         try:
-            from kerascompress.finetune import finetune
+            from kerascompress.training.finetune import finetune
         except ImportError:  # pragma: no cover - finetune ships with kerascompress
             return model, {"status": "skipped", "reason": "kerascompress.finetune is not available"}
         teacher = self.ctx.teacher if self.p.distill else None
@@ -473,7 +473,7 @@ def _to_tflite(model: keras.Model, plan: PrecisionPlan, calibration: Any) -> byt
 def _compare_latency(models: Mapping[str, bytes], runs: int, warmup: int) -> dict[str, float]:
     """Median latency (ms) per model, all timed interleaved in one run."""
     try:
-        from kerascompress.validate.litert import compare_latency
+        from kerascompress.runtime.timing import compare_latency
     except ImportError:
         return _compare_latency_here(models, runs, warmup)
     stats = compare_latency(dict(models), runs=runs, warmup=warmup, num_threads=1)

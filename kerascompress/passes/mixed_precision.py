@@ -22,10 +22,14 @@ import keras
 import numpy as np
 
 from kerascompress.errors import DataError
-from kerascompress.graph import fake_quant as fq
-from kerascompress.passes.calibration import DEFAULT_CALIBRATION_SAMPLES
-from kerascompress.passes.sensitivity import LayerSensitivity, layer_cost, layer_sensitivity
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant import fake_quant as fq
+from kerascompress.quant.calibration import DEFAULT_CALIBRATION_SAMPLES
+from kerascompress.quant.plan import PrecisionPlan
+from kerascompress.quant.sensitivity import (
+    LayerSensitivity,
+    layer_cost,
+    layer_sensitivity,
+)
 from kerascompress.targets.target import Kernel, Target
 
 Evaluator = Callable[[Sequence[str]], float]
@@ -108,7 +112,7 @@ def tflite_evaluator(model: keras.Model, calibration_data: Any, x_eval: Any, lab
                      num_samples: int = DEFAULT_CALIBRATION_SAMPLES) -> Evaluator:
     """Metric of the real int8 TFLite (float fallback for the kept layers) on ``x_eval``."""
     from kerascompress.export.tflite import to_tflite
-    from kerascompress.validate.litert import LiteRTModel
+    from kerascompress.runtime.litert import LiteRTModel
 
     def evaluate(keep: Sequence[str]) -> float:
         plan = PrecisionPlan(mode="int8", float_layers=tuple(keep), calibration=calibration)

@@ -15,7 +15,11 @@ import numpy as np
 
 from kerascompress.errors import ConfigError, DataError
 from kerascompress.graph.channel_groups import ChannelGroups, find_channel_groups
-from kerascompress.graph.prune_channels import cost_fractions, prune_channels, removed_units
+from kerascompress.graph.prune_channels import (
+    cost_fractions,
+    prune_channels,
+    removed_units,
+)
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
 from kerascompress.passes.importance import CRITERIA, channel_importance
 from kerascompress.targets.target import Target
@@ -159,7 +163,7 @@ class ChannelPruning(Pass):
         )
         x = y = None
         if self.criterion == "taylor":
-            from kerascompress.finetune import _n
+            from kerascompress.training.finetune import _n
 
             x = ctx.data.calibration()
             yt = ctx.data.y_train
@@ -173,7 +177,7 @@ class ChannelPruning(Pass):
             keep, pruned, after = self._meet_target(graph, groups, scores, multiple, before, keep, pruned, after)
         prune_seconds = time.perf_counter() - t0
         if self.finetune_epochs > 0:
-            from kerascompress.finetune import finetune
+            from kerascompress.training.finetune import finetune
 
             teacher = (ctx.teacher or state.model) if self.distill else None
             pruned = finetune(pruned, ctx.data, self.finetune_epochs, teacher=teacher,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
-from kerascompress.precision import PrecisionPlan
+from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Kernel, Target
 
 #: Which target precision each mode's speed depends on.
@@ -46,7 +46,7 @@ class Quantize(Pass):
         num_samples: int = 256,
         search_samples: int = 500,
     ) -> None:
-        from kerascompress.passes.calibration import check_method
+        from kerascompress.quant.calibration import check_method
 
         check_method(calibration)
         if mode not in _KERNEL_OF_MODE:
@@ -145,7 +145,7 @@ class Quantize(Pass):
 
 def _tf_keras_refusal(p: Quantize, state: ModelState) -> Optional[str]:
     """Why this Quantize cannot run on a tf_keras model, or None (per-layer choices need Keras 3)."""
-    from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+    from kerascompress.models.kinds import is_tf_keras_model
 
     if state.model is None or not is_tf_keras_model(state.model):
         return None

@@ -207,15 +207,19 @@ class Sparsity(Pass):
         )
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+        from kerascompress.models.kinds import is_tf_keras_model
 
         if is_tf_keras_model(state.model):
             return self._apply_tfmot(state, ctx)
-        from kerascompress.model_io import copy_model
-        from kerascompress.passes.constrained_training import MaskConstraint, _all_layers, finetune_from_context
+        from kerascompress.graph.traversal import all_layers
+        from kerascompress.models.copy import copy_model
+        from kerascompress.training.constrained import (
+            MaskConstraint,
+            finetune_from_context,
+        )
 
         model = copy_model(state.model)
-        kernels = [(layer, _KERNEL_ATTRS[type(layer).__name__]) for layer in _all_layers(model)
+        kernels = [(layer, _KERNEL_ATTRS[type(layer).__name__]) for layer in all_layers(model)
                    if type(layer).__name__ in _KERNEL_ATTRS]
         kernels = [(layer, attr, getattr(layer, attr)) for layer, attr in kernels if getattr(layer, attr, None) is not None]
         skip = self._skipped(kernels)
@@ -278,17 +282,17 @@ class Sparsity(Pass):
 
     def artifact_details(self, tflite_bytes: bytes) -> dict[str, Any]:
         """What the exported file holds (zeros, values per kernel, gzip size): a hook for the driver's report."""
-        from kerascompress.passes.cluster import kernel_summary
+        from kerascompress.export.tflite_inspect import kernel_summary
 
         return kernel_summary(tflite_bytes)
 
     def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
         """A tf_keras (Keras 2) model: tfmot's pruning (with ``sparsity_m_by_n`` for 2:4), imported only now."""
-        from kerascompress.legacy.tfmot_backend import sparsity_tf_keras
+        from kerascompress.legacy.tfmot import sparsity_tf_keras
 
         data = ctx.data
         x, y = (data.x_train, data.y_train) if data is not None and data.can_train else (None, None)
-        model, details = sparsity_tf_keras(state.model, self.pattern, self.sparsity, x, y, self.finetune_epochs,
+        model, details = sparsity_tf_keras(state.model, self._nm, self.sparsity, x, y, self.finetune_epochs,
                                            self.batch_size, self.learning_rate)
         details["does_not_buy"] = _does_not_buy(self, ctx.target)
         return PassOutput(state.replace(model=model), details)

@@ -15,8 +15,7 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 
 from kerascompress.errors import DataError, ExportError
-
-from kerascompress.validate.litert import LatencyStats
+from kerascompress.runtime.stats import LatencyStats
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
 

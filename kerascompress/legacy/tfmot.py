@@ -13,18 +13,13 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from kerascompress.errors import KerasCompressError
+from kerascompress.errors import ConfigError, KerasCompressError
 
 _ENV = "TF_USE_LEGACY_KERAS"
 
 
 class LegacyUnavailable(KerasCompressError):
     """tfmot or tf_keras is not installed (or cannot be imported next to this TensorFlow)."""
-
-
-def is_tf_keras_model(model: Any) -> bool:
-    """True for a legacy Keras 2 (tf_keras) model, without importing tf_keras."""
-    return any(c.__module__.split(".")[0] == "tf_keras" for c in type(model).__mro__)
 
 
 def missing_reason() -> Optional[str]:
@@ -117,23 +112,18 @@ def cluster_tf_keras(model: Any, n_clusters: int = 16, init: str = "kmeans++", x
                       "finetune": {"epochs": finetune_epochs} if finetune_epochs and x is not None else None}
 
 
-def sparsity_tf_keras(model: Any, pattern: str = "2:4", sparsity: float = 0.5, x: Any = None, y: Any = None,
-                      finetune_epochs: int = 0, batch_size: int = 64,
+def sparsity_tf_keras(model: Any, nm: Optional[tuple[int, int]] = (2, 4), sparsity: float = 0.5, x: Any = None,
+                      y: Any = None, finetune_epochs: int = 0, batch_size: int = 64,
                       learning_rate: float = 1e-4) -> tuple[Any, dict[str, Any]]:
-    """tfmot magnitude pruning: "N:M" (``sparsity_m_by_n``) or unstructured, stripped.
+    """tfmot magnitude pruning: N:M given as ``nm`` (``sparsity_m_by_n``) or unstructured (``nm=None``), stripped.
 
     tfmot prunes inside training steps, so without data (or with ``finetune_epochs=0``)
     one pruning step is run on a single batch at the final sparsity.
     """
     import tf_keras
 
-    from kerascompress.passes.sparsity import parse_pattern
-
-    nm = parse_pattern(pattern)
-    if nm is not None and nm != (2, 4):
-        from kerascompress.errors import ConfigError
-
-        raise ConfigError(f"the tfmot path supports '2:4' and 'unstructured', not {pattern!r}")
+    if nm is not None and tuple(nm) != (2, 4):
+        raise ConfigError(f"the tfmot path supports '2:4' and 'unstructured', not '{nm[0]}:{nm[1]}'")
     with tfmot_session() as tfmot:
         sp = tfmot.sparsity.keras
         kwargs: dict[str, Any] = {}
@@ -157,7 +147,8 @@ def sparsity_tf_keras(model: Any, pattern: str = "2:4", sparsity: float = 0.5, x
         layers[key] = {"sparsity": float(np.mean(v == 0))}
         if nm is not None and v.ndim >= 2 and v.shape[-2] % nm[1]:  # tfmot leaves these dense
             layers[key].update(sparse=False, reason=f"{v.shape[-2]} input channels is not a multiple of {nm[1]}")
-    return stripped, {"backend": "tfmot", "pattern": "unstructured" if nm is None else pattern, "layers": layers}
+    pattern = "unstructured" if nm is None else f"{nm[0]}:{nm[1]}"
+    return stripped, {"backend": "tfmot", "pattern": pattern, "layers": layers}
 
 
 def qat_tf_keras(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 64,

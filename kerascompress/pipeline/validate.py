@@ -15,9 +15,11 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from kerascompress.errors import DataError, UnsupportedModelError
-from kerascompress.validate.artifacts import artifact_format, open_artifact
-from kerascompress.validate.fidelity import Fidelity, compare_outputs
-from kerascompress.validate.litert import LatencyStats, LiteRTModel, compare_latency, ratios
+from kerascompress.metrics.fidelity import Fidelity, compare_outputs
+from kerascompress.runtime.formats import artifact_format, open_artifact
+from kerascompress.runtime.litert import LiteRTModel
+from kerascompress.runtime.stats import LatencyStats
+from kerascompress.runtime.timing import compare_latency, ratios
 
 __all__ = [
     "Fidelity",

@@ -14,7 +14,7 @@ from typing import Any, Union
 import numpy as np
 
 from kerascompress.errors import ExportError
-from kerascompress.validate.litert import LatencyStats
+from kerascompress.runtime.stats import LatencyStats
 
 
 def _require_tensorrt() -> Any:
@@ -50,14 +50,14 @@ class TensorRTEngineModel:
         return {n: np.asarray(a) for n, a in zip(self.input_names, arrays)}
 
     def predict(self, x: Any) -> Any:
-        from kerascompress.export.tensorrt import trt_run_engine
+        from kerascompress.runtime.tensorrt_engine import trt_run_engine
 
         outputs, _ = trt_run_engine(str(self.path), self._feeds(x), runs=1, warmup=0)
         result = [outputs[n] for n in self.output_names]
         return result[0] if len(result) == 1 else result
 
     def latency(self, runs: int = 50, warmup: int = 5, x: Any = None) -> LatencyStats:
-        from kerascompress.export.tensorrt import trt_run_engine
+        from kerascompress.runtime.tensorrt_engine import trt_run_engine
 
         if x is None:
             raise ExportError("timing a TensorRT engine needs sample inputs: pass data")

@@ -9,7 +9,7 @@ from typing import Optional
 import keras
 
 from kerascompress.errors import ConfigError
-from kerascompress.report import Report
+from kerascompress.pipeline.report import Report
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from kerascompress.data.samples import n_samples, slice_samples, take
 from kerascompress.errors import DataError
 
 
@@ -50,30 +51,8 @@ class DataBundle:
         total = n_samples(self.x_train)
         if total >= skip + 100:
             end = min(total, skip + n)
-            return _slice(self.x_train, skip, end), None if self.y_train is None else self.y_train[skip:end]
+            return slice_samples(self.x_train, skip, end), None if self.y_train is None else self.y_train[skip:end]
         return take(self.x_eval, n), None if self.y_eval is None else self.y_eval[:n]
-
-
-def n_samples(x: Any) -> int:
-    """Number of samples in an array, a list of arrays (multi-input) or a dict of arrays."""
-    if isinstance(x, (list, tuple)):
-        return len(x[0]) if x else 0
-    if isinstance(x, dict):
-        return len(next(iter(x.values()))) if x else 0
-    return 0 if x is None else len(x)
-
-
-def take(x: Any, n: int) -> Any:
-    """The first ``n`` samples of an array, a list of arrays or a dict of arrays."""
-    return _slice(x, 0, n)
-
-
-def _slice(x: Any, start: int, end: int) -> Any:
-    if isinstance(x, (list, tuple)):
-        return [np.asarray(a)[start:end] for a in x]
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[start:end] for k, v in x.items()}
-    return x[start:end]
 
 
 def _as_arrays(data: Any) -> tuple[Any, Optional[np.ndarray]]:

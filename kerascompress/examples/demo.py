@@ -7,9 +7,9 @@ from typing import Optional
 
 import keras
 
-from kerascompress import datasets, zoo
-from kerascompress.data import DataBundle
-from kerascompress.report import Report
+from kerascompress.data.bundle import DataBundle
+from kerascompress.examples import datasets, zoo
+from kerascompress.pipeline.report import Report
 
 CACHE_NAME = "demo_fashion_mnist_cnn_v1.keras"
 

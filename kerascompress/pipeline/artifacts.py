@@ -39,10 +39,10 @@ class Artifact:
     def runner(self, num_threads: int = 1) -> Any:
         """An object with ``predict(x)`` and ``latency(runs, warmup)``."""
         if self.kind == "tflite":
-            from kerascompress.validate.litert import LiteRTModel
+            from kerascompress.runtime.litert import LiteRTModel
 
             return LiteRTModel(self.data, num_threads=num_threads)
-        from kerascompress.validate.onnx_runner import OnnxModel
+        from kerascompress.runtime.onnx_runner import OnnxModel
 
         return OnnxModel(self.data, num_threads=num_threads)
 
@@ -54,13 +54,15 @@ def artifact_kind(target: Target) -> str:
 
 def build_artifact(state: ModelState, target: Target, calibration: Optional[Any] = None) -> Artifact:
     """Export ``state`` for ``target`` at the state's precision plan."""
-    from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+    from kerascompress.models.kinds import is_tf_keras_model
 
     plan = state.precision
     legacy = is_tf_keras_model(state.model)
     if artifact_kind(target) == "tflite":
         if legacy:
-            from kerascompress.legacy.tf_keras_model import tf_keras_to_tflite as to_tflite
+            from kerascompress.export.tf_keras_tflite import (
+                tf_keras_to_tflite as to_tflite,
+            )
         else:
             from kerascompress.export.tflite import to_tflite
 

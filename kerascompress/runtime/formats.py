@@ -45,15 +45,15 @@ def open_artifact(artifact: Union[bytes, bytearray, str, os.PathLike], num_threa
     """A runner with ``predict``, ``latency``, ``prepare_timing`` and ``run_once``."""
     fmt = artifact_format(artifact)
     if fmt == "tflite":
-        from kerascompress.validate.litert import LiteRTModel
+        from kerascompress.runtime.litert import LiteRTModel
 
         return LiteRTModel(artifact, num_threads=num_threads)
     if fmt == "tensorrt":
-        from kerascompress.validate.tensorrt_runner import TensorRTEngineModel
+        from kerascompress.runtime.tensorrt_runner import TensorRTEngineModel
 
         return TensorRTEngineModel(artifact, num_threads=num_threads)
     try:
-        from kerascompress.validate.onnx_runner import OnnxModel
+        from kerascompress.runtime.onnx_runner import OnnxModel
     except ImportError as exc:
         raise ExportError(
             f"ONNX artifacts need kerascompress.validate.onnx_runner (and onnxruntime), which could not be "

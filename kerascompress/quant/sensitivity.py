@@ -19,8 +19,8 @@ import keras
 import numpy as np
 
 from kerascompress.errors import DataError
-from kerascompress.graph import fake_quant as fq
-from kerascompress.passes.calibration import DEFAULT_CALIBRATION_SAMPLES, check_method
+from kerascompress.quant import fake_quant as fq
+from kerascompress.quant.calibration import DEFAULT_CALIBRATION_SAMPLES, check_method
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from kerascompress.errors import UnsupportedModelError
-from kerascompress.legacy.tfmot_backend import is_tf_keras_model
+from kerascompress.models.kinds import is_graph_model, is_tf_keras_model
 
 
 def load_model(model: Any) -> keras.Model:
@@ -47,33 +47,16 @@ def load_model(model: Any) -> keras.Model:
 def check_supported(model: keras.Model) -> None:
     """Refuse models the pipeline cannot read, with what to do instead."""
     if is_tf_keras_model(model):
-        from kerascompress.legacy.tf_keras_model import check_supported_tf_keras
+        from kerascompress.models.tf_keras import check_supported_tf_keras
 
         return check_supported_tf_keras(model)
-    if not isinstance(model, (keras.Sequential, keras.Model)) or not _is_graph_model(model):
+    if not isinstance(model, (keras.Sequential, keras.Model)) or not is_graph_model(model):
         raise UnsupportedModelError(
             f"{type(model).__name__} is a subclassed keras.Model: its call() is Python code that kerascompress "
             f"cannot read. Build it with the Functional API (keras.Model(inputs, outputs)) or keras.Sequential"
         )
     if not model.built:
         raise UnsupportedModelError("the model is not built; call it on data or give its Input shape first")
-
-
-def _is_graph_model(model: keras.Model) -> bool:
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (Functional, keras.Sequential))
-
-
-def copy_model(model: keras.Model) -> keras.Model:
-    """An independent copy (new variables) computing the same function."""
-    if is_tf_keras_model(model):
-        from kerascompress.legacy.tf_keras_model import copy_tf_keras
-
-        return copy_tf_keras(model)
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 def weights_digest(model: keras.Model) -> str:

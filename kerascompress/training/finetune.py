@@ -12,6 +12,12 @@ import keras
 import numpy as np
 
 from kerascompress.errors import DataError
+from kerascompress.models.copy import clone
+from kerascompress.training.losses import (
+    distillation_loss,
+    looks_like_probabilities,
+    task_loss,
+)
 
 Progress = Union[bool, Callable[[str], None]]
 
@@ -21,7 +27,7 @@ Progress = Union[bool, Callable[[str], None]]
 
 def as_arrays(data: Any) -> tuple[Any, Optional[Any]]:
     """(x, y) from a DataBundle (training part), an (x, y) tuple, bare x, or a tf.data.Dataset."""
-    from kerascompress.data import DataBundle, _as_arrays
+    from kerascompress.data.bundle import DataBundle, _as_arrays
 
     if isinstance(data, DataBundle):
         return data.x_train, data.y_train
@@ -54,52 +60,7 @@ def _as_list(out: Any) -> list:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def looks_like_probabilities(out: np.ndarray) -> bool:
-    """True for a softmax output: non-negative rows summing to one."""
-    out = np.asarray(out)
-    return out.ndim >= 2 and out.shape[-1] > 1 and out.min() >= 0 and np.allclose(out.sum(-1), 1.0, atol=1e-3)
-
-
-def task_loss(y: Any, out: Any, probabilities: bool) -> Any:
-    """Cross-entropy for class labels (integer or one-hot), mean squared error otherwise."""
-    from keras import ops
-
-    y = ops.convert_to_tensor(y)
-    integer = "int" in str(y.dtype) and (len(y.shape) == len(out.shape) - 1 or (y.shape[-1] == 1 and out.shape[-1] > 1))
-    if integer and out.shape[-1] > 1:
-        y = ops.reshape(y, ops.shape(out)[:-1])
-        return ops.mean(keras.losses.sparse_categorical_crossentropy(y, out, from_logits=not probabilities))
-    if tuple(y.shape[1:]) == tuple(out.shape[1:]) and out.shape[-1] > 1 and (probabilities or "int" in str(y.dtype)):
-        return ops.mean(keras.losses.categorical_crossentropy(ops.cast(y, out.dtype), out, from_logits=not probabilities))
-    return ops.mean(ops.square(ops.cast(y, out.dtype) - out))
-
-
-def distillation_loss(student: Any, teacher: Any, probabilities: bool, temperature: float) -> Any:
-    """Hinton's soft-target loss (KL at temperature T, scaled by T^2); MSE for non-class outputs."""
-    from keras import ops
-
-    if not probabilities and student.shape[-1] <= 1:
-        return ops.mean(ops.square(student - teacher))
-    to_logits = (lambda p: ops.log(ops.clip(p, 1e-7, 1.0))) if probabilities else (lambda z: z)  # noqa: E731
-    t = ops.softmax(to_logits(teacher) / temperature, axis=-1)
-    log_s = ops.log_softmax(to_logits(student) / temperature, axis=-1)
-    log_t = ops.log(ops.clip(t, 1e-7, 1.0))
-    return ops.mean(ops.sum(t * (log_t - log_s), axis=-1)) * temperature**2
-
-
 # ----------------------------------------------------------------------------- fine-tuning
-
-
-def clone(model: keras.Model) -> keras.Model:
-    """An independent copy of ``model`` (same structure, copied weights)."""
-    try:
-        copy = keras.models.clone_model(model)
-    except Exception:  # noqa: BLE001 - fall back to our own rebuild (flattens sub-models)
-        from kerascompress.graph.model_graph import ModelGraph
-
-        return ModelGraph.from_keras(model).to_keras()
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _reporter(progress: Progress) -> Callable[[str], None]:

@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import keras
 import numpy as np
 
+from kerascompress.graph.traversal import all_layers
+
 
 class KernelConstraint(abc.ABC):
     """How one kernel variable is trained and kept in its compressed form."""
@@ -160,7 +162,12 @@ def constrained_finetune(
     """
     import tensorflow as tf
 
-    from kerascompress.finetune import _as_list, _index, _n, distillation_loss, looks_like_probabilities, task_loss
+    from kerascompress.training.finetune import _as_list, _index, _n
+    from kerascompress.training.losses import (
+        distillation_loss,
+        looks_like_probabilities,
+        task_loss,
+    )
 
     rng = np.random.default_rng(seed)
     n = _n(x)
@@ -175,7 +182,7 @@ def constrained_finetune(
 
     frozen_bn: list[Any] = []
     if freeze_batchnorm:
-        for layer in _all_layers(model):
+        for layer in all_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
                 layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
                 frozen_bn.append(layer)
@@ -243,16 +250,6 @@ def constrained_finetune(
         loss_last_epoch=losses_per_epoch[-1] if losses_per_epoch else float("nan"),
         learning_rate=learning_rate,
     )
-
-
-def _all_layers(model: keras.Model) -> list[Any]:
-    """Every layer, descending into nested models."""
-    out = []
-    for layer in model.layers:
-        out.append(layer)
-        if hasattr(layer, "layers") and isinstance(layer, keras.Model):
-            out.extend(_all_layers(layer))
-    return out
 
 
 #: The training settings a constrained pass carries as attributes of the same names.

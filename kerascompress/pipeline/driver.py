@@ -19,15 +19,26 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from kerascompress import targets as targets_lib
-from kerascompress.api_types import Constraints, OptimizeResult
-from kerascompress.data import DataBundle, check_inputs, make_bundle, take
-from kerascompress.deploy import Artifact, artifact_kind, build_artifact, keras_predict
-from kerascompress.errors import KerasCompressError, UnsupportedModelError, UnsupportedOnTarget
-from kerascompress.legacy.tfmot_backend import is_tf_keras_model
-from kerascompress.model_io import check_supported, copy_model, load_model, weights_digest
+from kerascompress.data.bundle import DataBundle, check_inputs, make_bundle
+from kerascompress.data.samples import take
+from kerascompress.errors import (
+    KerasCompressError,
+    UnsupportedModelError,
+    UnsupportedOnTarget,
+)
+from kerascompress.models.copy import copy_model
+from kerascompress.models.io import check_supported, load_model, weights_digest
+from kerascompress.models.kinds import is_tf_keras_model
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext
-from kerascompress.recipes import load_recipe
-from kerascompress.report import Metrics, Report, StepRecord
+from kerascompress.pipeline.artifacts import (
+    Artifact,
+    artifact_kind,
+    build_artifact,
+    keras_predict,
+)
+from kerascompress.pipeline.recipes import load_recipe
+from kerascompress.pipeline.report import Metrics, Report, StepRecord
+from kerascompress.pipeline.types import Constraints, OptimizeResult
 from kerascompress.targets.target import Target
 
 
@@ -72,7 +83,7 @@ class Measurer:
         return build_artifact(state, self.target, self.calibration)
 
     def measure(self, state: ModelState, artifact: Artifact) -> Metrics:
-        from kerascompress.validate.fidelity import compare_outputs
+        from kerascompress.metrics.fidelity import compare_outputs
 
         params, macs = _count(state.model)
         outputs = artifact.runner().predict(self.x_eval)
@@ -96,7 +107,7 @@ class Measurer:
         kinds = {a.kind for a in artifacts.values()}
         if kinds != {"tflite"}:
             return {}
-        from kerascompress.validate.litert import compare_latency
+        from kerascompress.runtime.timing import compare_latency
 
         return compare_latency(
             {k: a.data for k, a in artifacts.items()}, runs=self.latency_runs, warmup=max(3, self.latency_runs // 10)
@@ -106,7 +117,7 @@ class Measurer:
 def _count(model: Any) -> tuple[int, Optional[int]]:
     """(parameters, MACs); MACs are None where they cannot be counted (some tf_keras models)."""
     if is_tf_keras_model(model):
-        from kerascompress.legacy.tf_keras_model import count_tf_keras
+        from kerascompress.models.tf_keras import count_tf_keras
 
         return count_tf_keras(model)
     from kerascompress.graph.counting import count_model
@@ -218,7 +229,7 @@ def optimize(
             "fine-tuning) are skipped; pass data=(x, y) for accuracy-checked results"
         )
     if is_tf_keras_model(original):
-        from kerascompress.legacy.tf_keras_model import NOTES
+        from kerascompress.models.tf_keras import NOTES
 
         report.notes.extend(NOTES)
     if not measurer.measures_latency:
