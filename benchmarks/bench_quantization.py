@@ -50,8 +50,9 @@ def main() -> None:
     from kerascompress.data.bundle import DataBundle
     from kerascompress.examples import datasets, zoo
     from kerascompress.export.tflite import to_tflite
-    from kerascompress.passes.base import ModelState, PassContext
-    from kerascompress.passes.mixed_precision import search_mixed_plan
+    from kerascompress.passes.base import ModelState
+    from kerascompress.pipeline.measure import pass_context
+    from kerascompress.quant.mixed import search_mixed_plan
     from kerascompress.passes.qat import QuantizationAwareTraining
     from kerascompress.quant.fake_quant import unbalance_channel
     from kerascompress.runtime.litert import LiteRTModel
@@ -86,14 +87,15 @@ def main() -> None:
         arts["int8"] = to_tflite(model, "int8", representative_data=calib, num_samples=256)
         t = time.time()
         mixed = search_mixed_plan(model, target, calib, x_search, y_search, max_drop=args.budget,
-                                  progress=lambda m: print("  ", m, flush=True))
+                                  progress=lambda m: print("  ", m, flush=True),
+                                  build=lambda plan: LiteRTModel(to_tflite(model, plan, representative_data=calib)))
         arts["mixed"] = to_tflite(model, mixed.plan, representative_data=calib, num_samples=256)
         row["mixed_plan"] = {"kept_fp32": mixed.high_precision_layers, "search_seconds": round(time.time() - t, 1),
                              "candidates": len(mixed.evaluations),
                              "sensitivity": [(s.layer, round(s.error, 5)) for s in mixed.sensitivity]}
         t = time.time()
         bundle = DataBundle(x, y, xt, yt, calibration_samples=256)
-        ctx = PassContext(target=target, data=bundle, teacher=model, progress=lambda m: None)
+        ctx = pass_context(target, bundle, teacher=model, progress=lambda m: None)
         qat = QuantizationAwareTraining(epochs=1 if args.quick else 2).apply(ModelState(model), ctx)
         arts["qat"] = to_tflite(qat.state.model, qat.state.precision, representative_data=calib, num_samples=256)
         qat_ref = qat.state.model.predict(xt, verbose=0)

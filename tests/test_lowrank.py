@@ -13,9 +13,9 @@ from kerascompress.errors import ConfigError
 from kerascompress.graph import decompose as dec
 from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.models.io import weights_digest
-from kerascompress.passes import lowrank as lr
 from kerascompress.passes.base import ModelState, PassContext
 from kerascompress.passes.lowrank import Candidate, LowRank, judge
+from kerascompress.pipeline.measure import pass_context
 from kerascompress.targets.target import Target
 
 FAR = Target(name="arm-phone", arch="arm64", channel_multiple=1)  # never runs on this host
@@ -44,7 +44,18 @@ def _bundle(model, n=500, seed=0):
 
 
 def _ctx(target, data=None, teacher=None):
-    return PassContext(target=target, data=data, teacher=teacher, progress=lambda m: None)
+    """The driver's services: real exports and (where this host stands in for the target) real timings."""
+    return pass_context(target, data, teacher=teacher, progress=lambda m: None)
+
+
+class _FakeArtifact:
+    kind, precision, size_bytes = "tflite", "float32", 1
+
+
+def _injected(timer, data=None, target=None):
+    """A context whose builder makes placeholders and whose timer is ``timer`` (labels -> median ms)."""
+    return PassContext(target=target or HERE, data=data, progress=lambda m: None, builder=lambda s: _FakeArtifact(),
+                       timer=lambda artifacts, runs: timer(artifacts), measures_latency=True)
 
 
 def _cand(macs_before=1000, macs_after=500, method="svd", rank=8):
@@ -128,61 +139,53 @@ def test_decomposes_by_estimate_when_target_not_here_and_caller_unchanged():
     assert out.state.model is not model
 
 
-def test_refuses_a_rank_that_raises_macs_before_measuring(monkeypatch):
+def test_refuses_a_rank_that_raises_macs_before_measuring():
     inp = keras.Input((64,))
     model = keras.Model(inp, layers.Dense(64, name="sq")(inp))
 
     def no_timing(*a, **k):
-        raise AssertionError("a decomposition refused by the estimate must not be timed")
+        raise AssertionError("a decomposition refused by the estimate must not be built or timed")
 
-    monkeypatch.setattr(lr, "_compare_latency", no_timing)
-    monkeypatch.setattr(lr, "_to_tflite", no_timing)
+    ctx = PassContext(target=HERE, progress=lambda m: None, builder=no_timing, timer=no_timing, measures_latency=True)
     state = ModelState(model)
-    out = LowRank(ranks={"sq": 48}, min_params=0).apply(state, _ctx(HERE))
+    out = LowRank(ranks={"sq": 48}, min_params=0).apply(state, ctx)
     entry = out.details["layers"]["sq"]
     assert entry["status"] == "kept"
     assert entry["reason"].startswith("Dense 'sq' rank 48: 1.50x MORE MACs")
     assert out.state is state and out.details["replacements"] == {}
 
 
-def test_refuses_a_measured_slower_decomposition(monkeypatch):
+def test_refuses_a_measured_slower_decomposition():
     """Injected timings: fewer MACs by the estimate, but slower when 'measured'."""
     model = _low_rank_mlp()
-    monkeypatch.setattr(Target, "runs_here", lambda self: True)
-    monkeypatch.setattr(lr, "_to_tflite", lambda *a, **k: b"tflite")
-    monkeypatch.setattr(lr, "_compare_latency", lambda models, runs, warmup: {"before": 1.0, "c0": 1.25})
     state = ModelState(model)
-    out = LowRank(energy=0.999, min_params=1000).apply(state, _ctx(HERE, _bundle(model)))
+    ctx = _injected(lambda artifacts: {"before": 1.0, "c0": 1.25}, _bundle(model))
+    out = LowRank(energy=0.999, min_params=1000).apply(state, ctx)
     entry = out.details["layers"]["fc1"]
     assert entry["status"] == "kept" and entry["speedup"] == pytest.approx(0.8)
     assert entry["reason"] == f"Dense 'fc1' rank 16: {entry['mac_ratio']:.2f}x fewer MACs but 0.80x speed on litert-here: kept original"
     assert out.state is state
 
 
-def test_timing_failure_falls_back_to_the_estimate_and_says_so(monkeypatch):
+def test_timing_failure_falls_back_to_the_estimate_and_says_so():
     model = _low_rank_mlp()
-    monkeypatch.setattr(Target, "runs_here", lambda self: True)
-    monkeypatch.setattr(lr, "_to_tflite", lambda *a, **k: b"tflite")
 
-    def broken(*a, **k):
+    def broken(artifacts):
         raise RuntimeError("interpreter crashed")
 
-    monkeypatch.setattr(lr, "_compare_latency", broken)
-    out = LowRank(energy=0.999, min_params=1000).apply(ModelState(model), _ctx(HERE, _bundle(model)))
+    out = LowRank(energy=0.999, min_params=1000).apply(ModelState(model), _injected(broken, _bundle(model)))
     entry = out.details["layers"]["fc1"]
     assert entry["status"] == "decomposed" and entry["speedup"] is None
     assert "timing on litert-here failed: RuntimeError: interpreter crashed" in entry["reason"]
 
 
-def test_conv_method_chosen_by_measured_latency(monkeypatch):
+def test_conv_method_chosen_by_measured_latency():
     """Both conv factorizations pass the estimate; the one measured faster wins, not the one with fewer MACs."""
     inp = keras.Input((16, 16, 32))
     h = layers.Conv2D(64, 3, padding="same", name="conv")(inp)
     model = keras.Model(inp, layers.GlobalAveragePooling2D()(h))
-    monkeypatch.setattr(Target, "runs_here", lambda self: True)
-    monkeypatch.setattr(lr, "_to_tflite", lambda *a, **k: b"tflite")
-    monkeypatch.setattr(lr, "_compare_latency", lambda models, runs, warmup: {"before": 1.0, "c0": 0.9, "c1": 0.5})
-    out = LowRank(ranks={"conv": 8}, min_params=0, max_accuracy_drop=1.0).apply(ModelState(model), _ctx(HERE))
+    ctx = _injected(lambda artifacts: {"before": 1.0, "c0": 0.9, "c1": 0.5})
+    out = LowRank(ranks={"conv": 8}, min_params=0, max_accuracy_drop=1.0).apply(ModelState(model), ctx)
     entry = out.details["layers"]["conv"]
     macs = {c["method"]: c["macs_after"] for c in entry["candidates"]}
     slower_by_estimate = max(macs, key=macs.get)

@@ -6,14 +6,11 @@ import pytest
 from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ConfigError
 from kerascompress.export.tflite import to_tflite
-from kerascompress.passes.base import ModelState, PassContext
-from kerascompress.passes.mixed_precision import (
-    metric_of,
-    search_mixed_plan,
-    tflite_evaluator,
-)
+from kerascompress.passes.base import ModelState
 from kerascompress.passes.quantize import Quantize
+from kerascompress.pipeline.measure import pass_context
 from kerascompress.quant import fake_quant as fq
+from kerascompress.quant.mixed import artifact_evaluator, metric_of, search_mixed_plan
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.runtime.litert import LiteRTModel
 from kerascompress.targets.target import Kernel, Target
@@ -45,13 +42,18 @@ def _accuracy(data, x, y):
     return metric_of(LiteRTModel(data).predict(x), y, None)
 
 
+def _tflite_builder(model, calib):
+    """plan -> the LiteRT model of ``model`` at that plan (what a pass's context builds)."""
+    return lambda plan: LiteRTModel(to_tflite(model, plan, representative_data=calib))
+
+
 def test_mixed_plan_meets_a_budget_full_int8_misses_with_fewer_float_layers(sensitive, split):
     calib, xs, ys, xt, yt = split
     float_acc = metric_of(sensitive.predict(xt, verbose=0), yt, None)
     int8_acc = _accuracy(to_tflite(sensitive, "int8", representative_data=calib), xt, yt)
     assert float_acc - int8_acc > 0.01  # full int8 misses a one-point budget on held-out data
 
-    result = search_mixed_plan(sensitive, X86, calib, xs, ys, max_drop=0.01)
+    result = search_mixed_plan(sensitive, X86, calib, xs, ys, max_drop=0.01, build=_tflite_builder(sensitive, calib))
     assert result.budget_met and result.int8_metric < result.float_metric - 0.01
     assert set(result.high_precision_layers) == {"conv1", "conv2"}
     assert result.plan == PrecisionPlan("int8", float_layers=("conv1", "conv2"), layer_precisions=(
@@ -61,7 +63,7 @@ def test_mixed_plan_meets_a_budget_full_int8_misses_with_fewer_float_layers(sens
 
     # Naive rule: keep the first and last layers in float, then move inward.
     naive = ["conv1", "predictions", "conv2", "fc1"]
-    evaluate = tflite_evaluator(sensitive, calib, xs, ys, sensitive.predict(xs, verbose=0))
+    evaluate = artifact_evaluator(_tflite_builder(sensitive, calib), sensitive, xs, ys, sensitive.predict(xs, verbose=0))
     naive_k = next(k for k in range(1, 5) if result.float_metric - evaluate(naive[:k]) <= 0.01)
     assert len(result.high_precision_layers) < naive_k
 
@@ -85,7 +87,7 @@ def test_quantize_mixed_pass_puts_plan_cost_and_savings_in_details(sensitive, di
     x, y, xt, yt = digits_data
     bundle = DataBundle(x, y, xt, yt, calibration_samples=256)
     out = Quantize("mixed", max_accuracy_drop=0.01).apply(
-        ModelState(sensitive), PassContext(target=X86, data=bundle, progress=lambda _m: None))
+        ModelState(sensitive), pass_context(X86, bundle, progress=lambda _m: None))
     assert out.state.model is sensitive
     assert out.state.precision.mode == "int8" and set(out.state.precision.float_layers) == {"conv1", "conv2"}
     assert out.details["budget_met"] and out.details["budget_points"] == 1.0

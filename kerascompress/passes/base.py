@@ -3,17 +3,20 @@
 A pass maps a `ModelState` (a Keras model plus the precision it will be exported at)
 to a new one. Before it runs the driver asks `Pass.gate(target, state)`; a pass the
 target cannot use is skipped with the gate's reason. Passes know nothing of export
-formats: precision is carried as a `PrecisionPlan` the exporters read.
+formats: precision is carried as a `PrecisionPlan` the exporters read, and a pass that
+needs an artifact or a timing asks its `PassContext` (`build`, `time`), whose services
+the driver supplies.
 """
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import keras
 
 from kerascompress.data.bundle import DataBundle
+from kerascompress.errors import KerasCompressError
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Target
 
@@ -50,9 +53,32 @@ class Gate:
         return cls(False, reason, "none")
 
 
+class BuiltArtifact(Protocol):
+    """What a pass may read of an artifact the driver built for it (see `PassContext.build`)."""
+
+    kind: str  # "tflite" or "onnx"
+    precision: str
+
+    @property
+    def size_bytes(self) -> int: ...
+
+    def predict(self, x: Any) -> Any:
+        """Outputs on ``x``, run on this host's runtime for the artifact."""
+
+
+Builder = Callable[["ModelState"], BuiltArtifact]
+#: (label -> artifact, timed runs) -> label -> median milliseconds, timed interleaved.
+Timer = Callable[[Mapping[str, BuiltArtifact], int], Mapping[str, float]]
+
+
 @dataclasses.dataclass
 class PassContext:
-    """What a pass may use while it runs, besides the state it transforms."""
+    """What a pass may use while it runs, besides the state it transforms.
+
+    ``builder`` and ``timer`` are the driver's services (`kc.optimize` wires them; for a
+    pass run by hand, `kerascompress.pipeline.measure.Measurer.context` makes a context
+    that has them). A pass calls `build` and `time`, never an exporter or a runtime.
+    """
 
     target: Target
     data: Optional[DataBundle] = None
@@ -60,6 +86,28 @@ class PassContext:
     progress: Callable[[str], None] = print
     seed: int = 0
     constraints: Any = None  # the run's `Constraints` (e.g. the accuracy budget a search aims at)
+    builder: Optional[Builder] = None
+    timer: Optional[Timer] = None
+    #: True when this host can stand in for the target, so `time` returns real timings.
+    measures_latency: bool = False
+
+    def build(self, state: "ModelState") -> BuiltArtifact:
+        """The artifact the target would run for ``state`` (at its precision plan)."""
+        if self.builder is None:
+            raise KerasCompressError(
+                "this pass needs artifacts built for the target: run it through kc.optimize, or make its context "
+                "with kerascompress.pipeline.measure.Measurer(...).context()"
+            )
+        return self.builder(state)
+
+    def time(self, artifacts: Mapping[str, BuiltArtifact], runs: int = 50) -> dict[str, float]:
+        """Median latency (ms) of each artifact on the target's runtime, all timed interleaved in one run.
+
+        Empty when this host cannot stand in for the target (``measures_latency`` False).
+        """
+        if not self.measures_latency or self.timer is None:
+            return {}
+        return dict(self.timer(artifacts, runs))
 
 
 @dataclasses.dataclass
@@ -85,6 +133,10 @@ class Pass(abc.ABC):
     #: None when `apply` also handles tf_keras (Keras 2) models; otherwise why not. The
     #: driver skips the pass on a tf_keras model with this reason instead of letting it fail.
     tf_keras_unsupported: Optional[str] = "this pass needs a Keras 3 model (it reads the Keras 3 layer graph)"
+    #: True when the report should show what the exported file holds after this pass (values
+    #: per kernel, zeros): the driver reads them back from the artifact it built, and again
+    #: from the final artifact, since a later int8 pass re-quantizes the weights.
+    reports_weight_values: bool = False
 
     @abc.abstractmethod
     def gate(self, target: Target, state: ModelState) -> Gate:

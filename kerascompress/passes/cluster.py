@@ -12,7 +12,8 @@ following BatchNormalization into the kernel (one scale per output channel) and 
 quantization is per output channel, so a per-tensor-clustered kernel ends up with at
 most k values *per output channel*, up to min(256, k x channels) per tensor. Cluster
 per channel (``per_channel=True``) when the per-tensor count matters;
-`tflite_kernel_stats` measures what the exported file really holds.
+`kerascompress.export.tflite_inspect.tflite_kernel_stats` measures what the exported file
+really holds (the driver adds it to the report).
 """
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ from typing import Any, Optional, Sequence
 import keras
 import numpy as np
 
-from kerascompress.export.tflite_inspect import kernel_summary
+from kerascompress.errors import ConfigError
+from kerascompress.legacy.tfmot import cluster_tf_keras
 from kerascompress.metrics.weight_stats import unique_per_channel
-from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
+from kerascompress.models.copy import copy_model
+from kerascompress.passes.base import Gate, ModelState, PassContext, PassOutput
+from kerascompress.passes.weight_constraint import WeightConstraintPass
 from kerascompress.targets.target import Target
+from kerascompress.training.constrained import ClusterConstraint, finetune_from_context
 
 INITS = ("kmeans++", "linear", "density")
 
@@ -174,83 +179,40 @@ def cluster_kernel(
     return centroids[segments], centroids, segments.astype(np.int32), frozen
 
 
-def clusterable_kernels(model: keras.Model) -> list[tuple[keras.layers.Layer, str, Any]]:
-    """(layer, attribute, variable) for every kernel this pass knows how to cluster."""
-    from kerascompress.graph.traversal import all_layers
-
-    found = []
-    for layer in all_layers(model):
-        for attr in _KERNEL_ATTRS.get(type(layer).__name__, ()):
-            var = getattr(layer, attr, None)
-            if var is not None:
-                found.append((layer, attr, var))
-    return found
-
-
 # --------------------------------------------------------------------------- the pass
 
 
-class Cluster(Pass):
+class Cluster(WeightConstraintPass):
     """k-means weight sharing: at most ``n_clusters`` values per kernel (or per channel).
 
     ``init``: "kmeans++" (default), "linear" (evenly spaced between min and max, keeps
-    the outliers) or "density" (at quantiles of the weights). ``skip_layers`` names
-    layers to leave alone; ``skip_first`` / ``skip_last`` skip the first and last
-    clusterable layer, which are small and sensitive. ``min_weights`` skips kernels
-    smaller than that. ``preserve_zeros`` keeps exact zeros (from an earlier Sparsity
-    pass) at zero. ``finetune_epochs`` > 0 runs cluster-preserving fine-tuning on the
-    pipeline's training split (gradients summed per centroid), which needs labels.
+    the outliers) or "density" (at quantiles of the weights). ``preserve_zeros`` keeps
+    exact zeros (from an earlier Sparsity pass) at zero. Fine-tuning keeps the sharing
+    exact (gradients summed per centroid). The skip and training settings are those of
+    `WeightConstraintPass`.
     """
 
     name = "cluster"
-    tf_keras_unsupported = None  # tf_keras models: see apply()
+    kernel_attrs = _KERNEL_ATTRS
 
     def __init__(
         self,
         n_clusters: int = 16,
         per_channel: bool = False,
         init: str = "kmeans++",
-        skip_layers: Sequence[str] = (),
-        skip_first: bool = False,
-        skip_last: bool = False,
-        min_weights: int = 64,
         preserve_zeros: bool = True,
-        finetune_epochs: int = 0,
-        learning_rate: float = 1e-4,
-        batch_size: int = 64,
-        freeze_batchnorm: bool = False,
-        distill_weight: float = 0.0,
-        max_steps_per_epoch: Optional[int] = None,
+        **settings: Any,
     ) -> None:
-        from kerascompress.errors import ConfigError
-
         if int(n_clusters) < 2:
             raise ConfigError(f"Cluster: n_clusters must be >= 2, got {n_clusters}")
         if init not in INITS:
             raise ConfigError(f"Cluster: init must be one of {', '.join(INITS)}, got {init!r}")
+        super().__init__(**settings)
         self.n_clusters = int(n_clusters)
         self.per_channel = bool(per_channel)
         self.init = init
-        self.skip_layers = tuple(skip_layers)
-        self.skip_first = bool(skip_first)
-        self.skip_last = bool(skip_last)
-        self.min_weights = int(min_weights)
         self.preserve_zeros = bool(preserve_zeros)
-        self.finetune_epochs = int(finetune_epochs)
-        self.learning_rate = float(learning_rate)
-        self.batch_size = int(batch_size)
-        self.freeze_batchnorm = bool(freeze_batchnorm)
-        self.distill_weight = float(distill_weight)
-        self.max_steps_per_epoch = max_steps_per_epoch
         self.name = f"cluster:{self.n_clusters}" + (":per_channel" if self.per_channel else "")
-
-    @property
-    def needs_data(self) -> bool:  # type: ignore[override]
-        return self.finetune_epochs > 0
-
-    @property
-    def needs_labels(self) -> bool:  # type: ignore[override]
-        return self.finetune_epochs > 0
 
     def gate(self, target: Target, state: ModelState) -> Gate:
         source = target.source("clustered_weights")
@@ -263,20 +225,10 @@ class Cluster(Pass):
             f"latency do not change{cite}",
         )
 
-    def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        from kerascompress.models.kinds import is_tf_keras_model
-
-        if is_tf_keras_model(state.model):
-            return self._apply_tfmot(state, ctx)
-        from kerascompress.models.copy import copy_model
-        from kerascompress.training.constrained import (
-            ClusterConstraint,
-            finetune_from_context,
-        )
-
+    def apply_keras(self, state: ModelState, ctx: PassContext) -> PassOutput:
         model = copy_model(state.model)
-        kernels = clusterable_kernels(model)
-        skip = _skipped(kernels, self.skip_layers, self.skip_first, self.skip_last, self.min_weights)
+        kernels = self.kernels(model)
+        skip = self.skipped(kernels)
         layers_out: dict[str, Any] = {}
         constraints = []
         for layer, attr, var in kernels:
@@ -314,33 +266,18 @@ class Cluster(Pass):
             "export_note": (
                 "int8 export quantizes per output channel (and TFLite folds BatchNorm into kernels), so a per-tensor "
                 f"clustered kernel holds <= {self.n_clusters} values per output channel, not per tensor; use "
-                "tflite_kernel_stats() on the artifact for the exported counts"
+                "the report's 'artifact' entry for the exported counts"
             ) if not self.per_channel else "",
         }
         if self.finetune_epochs > 0 and ft is None:
             details["finetune_skipped"] = "no labelled training data in the pipeline"
         return PassOutput(state.replace(model=model), details)
 
-
-    def artifact_details(self, tflite_bytes: bytes) -> dict[str, Any]:
-        """What the exported file holds (for the report): values per kernel and per channel, gzip size.
-
-        A hook for the driver: call it on the artifact built after this pass and on the
-        final (e.g. int8) artifact, since per-channel int8 and BatchNorm folding change
-        the counts.
-        """
-        return kernel_summary(tflite_bytes)
-
-    def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        """A tf_keras (Keras 2) model: tfmot's clustering, imported only now."""
-        from kerascompress.legacy.tfmot import cluster_tf_keras
-
+    def apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        """A tf_keras (Keras 2) model: tfmot's clustering."""
         if self.per_channel:
-            from kerascompress.errors import ConfigError
-
             raise ConfigError("per-channel clustering of tf_keras models is not offered through tfmot here")
-        data = ctx.data
-        x, y = (data.x_train, data.y_train) if data is not None and data.can_train else (None, None)
+        x, y = self.tfmot_data(ctx)
         model, details = cluster_tf_keras(state.model, self.n_clusters, self.init, x, y, self.finetune_epochs,
                                           self.batch_size, self.learning_rate, self.skip_layers)
         details["does_not_buy"] = _does_not_buy(ctx.target)
@@ -354,32 +291,3 @@ def _does_not_buy(target: Target) -> str:
         f"raw file size and latency: {target.name}'s runtime ({target.runtime}) stores and computes dense weights; "
         f"the gain is in the compressed (gzip) artifact only"
     )
-
-
-def _skipped(kernels: list[tuple[Any, str, Any]], names: Sequence[str], first: bool, last: bool,
-             min_weights: int) -> dict[str, str]:
-    """Kernel key -> why it is left alone."""
-    from kerascompress.errors import ConfigError
-
-    known = {layer.name for layer, _, _ in kernels}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"skip_layers names unknown or unclusterable layer(s) {unknown}; clusterable: {sorted(known)}")
-    out: dict[str, str] = {}
-    order = list(dict.fromkeys(layer.name for layer, _, _ in kernels))
-    for layer, attr, var in kernels:
-        key = f"{layer.name}.{attr}"
-        if layer.name in names:
-            out[key] = "in skip_layers"
-        elif first and order and layer.name == order[0]:
-            out[key] = "first layer (skip_first)"
-        elif last and order and layer.name == order[-1]:
-            out[key] = "last layer (skip_last)"
-        elif int(np.prod(var.shape)) < min_weights:
-            out[key] = f"fewer than min_weights={min_weights} weights"
-    return out
-
-
-# --------------------------------------------------------------------------- exported file
-
-

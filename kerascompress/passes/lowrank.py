@@ -27,7 +27,6 @@ from kerascompress.errors import ConfigError
 from kerascompress.graph import decompose as dec
 from kerascompress.graph.model_graph import ModelGraph, Node
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
-from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Target
 
 _CONV_METHODS = ("auto", "channel", "spatial")
@@ -221,14 +220,13 @@ class _Run:
     def __init__(self, p: LowRank, state: ModelState, ctx: PassContext) -> None:
         self.p, self.state, self.ctx = p, state, ctx
         self.target = ctx.target
-        self.timed = p.measure is not False and self.target.runs_here()
+        self.timed = p.measure is not False and ctx.measures_latency
         self.graph = ModelGraph.from_keras(state.model)
         self.model = state.model
         self.x_eval, self.y_eval, self.data_note = self._eval_data()
         self.reference = _predict(state.model, self.x_eval)
         self.base_score = _score(self.reference, self.reference, self.y_eval)
-        self.calibration = ctx.data.calibration() if ctx.data is not None else None
-        self._bytes: Optional[bytes] = None
+        self._artifact: Optional[Any] = None  # the current model as the target runs it
         self.finetuning = p.finetune_epochs > 0
         if p.max_accuracy_drop_before_finetune is not None:
             self.layer_budget = float(p.max_accuracy_drop_before_finetune)
@@ -250,13 +248,14 @@ class _Run:
         return (xs[0] if len(xs) == 1 else xs), None, "fidelity on random inputs (no data given)"
 
     # -------------------------------------------------------------- measuring
-    def _tflite(self, model: keras.Model) -> bytes:
-        return _to_tflite(model, self.state.precision, self.calibration)
+    def _build(self, model: keras.Model) -> Any:
+        """``model`` as the target runs it, at the state's precision (asked of the driver)."""
+        return self.ctx.build(self.state.replace(model=model))
 
-    def baseline_bytes(self) -> bytes:
-        if self._bytes is None:
-            self._bytes = self._tflite(self.model)
-        return self._bytes
+    def current_artifact(self) -> Any:
+        if self._artifact is None:
+            self._artifact = self._build(self.model)
+        return self._artifact
 
     # ------------------------------------------------------------ candidates
     def layers(self) -> list[tuple[str, Node, str]]:
@@ -369,13 +368,13 @@ class _Run:
             entry.update(status="kept", reason=reasons[0] if len(reasons) == 1 else "; ".join(reasons))
             return entry
         speed: dict[int, Optional[float]] = {i: None for i in range(len(survivors))}
-        best, not_measured, blobs = 0, "", {}  # default: fewest MACs
+        best, not_measured, built = 0, "", {}  # default: fewest MACs
         if self.timed:
             try:
-                blobs = {"before": self.baseline_bytes()}
+                built = {"before": self.current_artifact()}
                 for i, (c, g, model, _, _, _) in enumerate(survivors):
-                    blobs[f"c{i}"] = self._tflite(model)
-                stats = _compare_latency(blobs, runs=p.latency_runs, warmup=max(3, p.latency_runs // 10))
+                    built[f"c{i}"] = self._build(model)
+                stats = self.ctx.time(built, runs=p.latency_runs)
             except Exception as e:  # noqa: BLE001 - a runtime failure must not lose the whole pass
                 not_measured = f"timing on {self.target.name} failed: {type(e).__name__}: {str(e)[:200]}"
                 entry["latency_error"] = not_measured
@@ -396,7 +395,7 @@ class _Run:
                      reason=why)
         if keep:
             self.graph, self.model = g, model
-            self._bytes = blobs.get(f"c{best}")
+            self._artifact = built.get(f"c{best}")
             entry.update(status="decomposed", replacement=list(new))
         else:
             entry.update(status="kept")
@@ -461,54 +460,6 @@ def _score(reference: np.ndarray, out: np.ndarray, labels: Optional[np.ndarray])
     return 1.0 - float(np.sqrt(np.mean((out.astype(np.float64) - reference) ** 2))) / denom
 
 
-def _to_tflite(model: keras.Model, plan: PrecisionPlan, calibration: Any) -> bytes:
-    """The model as the target's runtime would run it, at the state's precision."""
-    from kerascompress.export.tflite import to_tflite
-
-    if plan.mode == "int8" and calibration is None:
-        plan = PrecisionPlan()  # no data to calibrate: time the float model (same structure)
-    return to_tflite(model, plan, representative_data=calibration)
-
-
-def _compare_latency(models: Mapping[str, bytes], runs: int, warmup: int) -> dict[str, float]:
-    """Median latency (ms) per model, all timed interleaved in one run."""
-    try:
-        from kerascompress.runtime.timing import compare_latency
-    except ImportError:
-        return _compare_latency_here(models, runs, warmup)
-    stats = compare_latency(dict(models), runs=runs, warmup=warmup, num_threads=1)
-    return {k: float(s.median_ms) for k, s in stats.items()}
-
-
-def _compare_latency_here(models: Mapping[str, bytes], runs: int, warmup: int) -> dict[str, float]:
-    """Fallback timer with ai_edge_litert directly (used only if validate.litert is absent)."""
-    import time
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    rng = np.random.default_rng(0)
-    interps = {}
-    for k, b in models.items():
-        it = Interpreter(model_content=bytes(b), num_threads=1)
-        it.allocate_tensors()
-        for d in it.get_input_details():
-            a = rng.standard_normal(d["shape"]).astype(np.float32)
-            if np.dtype(d["dtype"]).kind != "f":
-                a = np.clip(np.round(a * 20), -128, 127).astype(d["dtype"])
-            it.set_tensor(d["index"], a)
-        interps[k] = it
-    names = list(interps)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for _ in range(warmup):
-        for k in names:
-            interps[k].invoke()
-    for i in range(runs):
-        j = i % len(names)
-        for k in names[j:] + names[:j]:
-            t = time.perf_counter()
-            interps[k].invoke()
-            times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 __all__ = ["Candidate", "LowRank", "describe", "judge"]

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from kerascompress.errors import ConfigError, DataError
+from kerascompress.models.kinds import is_tf_keras_model
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
+from kerascompress.quant.calibration import check_method
+from kerascompress.quant.mixed import high_precision_for, search_mixed_plan
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Kernel, Target
 
@@ -46,12 +50,8 @@ class Quantize(Pass):
         num_samples: int = 256,
         search_samples: int = 500,
     ) -> None:
-        from kerascompress.quant.calibration import check_method
-
         check_method(calibration)
         if mode not in _KERNEL_OF_MODE:
-            from kerascompress.errors import ConfigError
-
             raise ConfigError(f"Quantize mode must be one of {sorted(_KERNEL_OF_MODE)}, got {mode!r}")
         self.mode = mode
         self.float_layers = tuple(float_layers)
@@ -98,8 +98,6 @@ class Quantize(Pass):
                 f"the file but buys no speed{cite}",
             )
         if self.mode == "mixed":
-            from kerascompress.passes.mixed_precision import high_precision_for
-
             high = high_precision_for(target)
             return Gate.allow(
                 "size+latency",
@@ -122,9 +120,6 @@ class Quantize(Pass):
         return PassOutput(state.replace(precision=plan), {"plan": plan.describe()})
 
     def _apply_mixed(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        from kerascompress.errors import DataError
-        from kerascompress.passes.mixed_precision import search_mixed_plan
-
         if ctx.data is None:
             raise DataError("a mixed-precision plan needs calibration and evaluation data: pass data=(x, y)")
         budget = self.max_accuracy_drop
@@ -136,6 +131,7 @@ class Quantize(Pass):
         result = search_mixed_plan(
             state.model, ctx.target, calib, x_eval, y_eval, max_drop=budget, calibration=self.calibration,
             num_samples=self.num_samples, progress=ctx.progress,
+            build=lambda plan: ctx.build(state.replace(precision=plan)),
         )
         plan = result.plan  # the gate keeps integer-only targets (no float fallback) out of here
         details = result.details()
@@ -145,8 +141,6 @@ class Quantize(Pass):
 
 def _tf_keras_refusal(p: Quantize, state: ModelState) -> Optional[str]:
     """Why this Quantize cannot run on a tf_keras model, or None (per-layer choices need Keras 3)."""
-    from kerascompress.models.kinds import is_tf_keras_model
-
     if state.model is None or not is_tf_keras_model(state.model):
         return None
     if p.mode == "mixed" or p.float_layers:

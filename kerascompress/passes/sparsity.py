@@ -12,26 +12,31 @@ at least 2 are zero. For a Keras kernel that is axis -2 of a Dense/Conv kernel
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import keras
 import numpy as np
 
-from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
+from kerascompress.errors import ConfigError
+from kerascompress.legacy.tfmot import sparsity_tf_keras
+from kerascompress.models.copy import copy_model
+from kerascompress.passes.base import Gate, ModelState, PassContext, PassOutput
+from kerascompress.passes.weight_constraint import WeightConstraintPass
 from kerascompress.targets.target import Target
+from kerascompress.training.constrained import MaskConstraint, finetune_from_context
 
 SCHEDULES = ("oneshot", "polynomial")
 
 #: Layer types whose kernels are sparsified; N:M applies where the kernel reduces over input channels.
 _KERNEL_ATTRS = {
-    "Dense": "kernel",
-    "Conv1D": "kernel",
-    "Conv2D": "kernel",
-    "Conv3D": "kernel",
-    "SeparableConv1D": "pointwise_kernel",
-    "SeparableConv2D": "pointwise_kernel",
-    "DepthwiseConv2D": "kernel",
-    "Conv2DTranspose": "kernel",
+    "Dense": ("kernel",),
+    "Conv1D": ("kernel",),
+    "Conv2D": ("kernel",),
+    "Conv3D": ("kernel",),
+    "SeparableConv1D": ("pointwise_kernel",),
+    "SeparableConv2D": ("pointwise_kernel",),
+    "DepthwiseConv2D": ("kernel",),
+    "Conv2DTranspose": ("kernel",),
 }
 #: Kernels without an input-channel reduction for sparse tensor cores (unstructured only).
 _NO_NM = ("DepthwiseConv2D", "Conv2DTranspose")
@@ -39,8 +44,6 @@ _NO_NM = ("DepthwiseConv2D", "Conv2DTranspose")
 
 def parse_pattern(pattern: str) -> Optional[tuple[int, int]]:
     """(n, m) for an "n:m" pattern (at most n non-zeros in every m), None for "unstructured"."""
-    from kerascompress.errors import ConfigError
-
     if pattern == "unstructured":
         return None
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(pattern))
@@ -103,20 +106,20 @@ def polynomial_fraction(step: int, total: int, ramp: float = 0.6, exponent: int 
     return 1.0 - (1.0 - t) ** exponent
 
 
-class Sparsity(Pass):
+class Sparsity(WeightConstraintPass):
     """Magnitude sparsity: ``pattern`` = "2:4" (any "N:M") or "unstructured" at ``sparsity``.
 
     ``schedule``: "oneshot" prunes to the final mask before fine-tuning; "polynomial"
     starts fine-tuning at ``initial_sparsity`` and tightens the mask every
     ``update_every`` steps (or ten times over the ramp) to the final one. Fine-tuning
-    (``finetune_epochs`` > 0, needs labels) keeps the masked weights exactly zero.
-    ``skip_layers`` / ``skip_first`` / ``skip_last`` leave layers dense; for N:M, kernels
-    whose input-channel count is not a multiple of M (e.g. a 3-channel stem) and
-    depthwise kernels are left dense and listed in the details.
+    keeps the masked weights exactly zero. For N:M, kernels whose input-channel count
+    is not a multiple of M (e.g. a 3-channel stem) and depthwise kernels are left dense
+    and listed in the details. The skip and training settings are those of
+    `WeightConstraintPass`.
     """
 
     name = "sparsity"
-    tf_keras_unsupported = None  # tf_keras models: see apply()
+    kernel_attrs = _KERNEL_ATTRS
 
     def __init__(
         self,
@@ -125,49 +128,21 @@ class Sparsity(Pass):
         schedule: str = "oneshot",
         initial_sparsity: float = 0.0,
         update_every: Optional[int] = None,
-        finetune_epochs: int = 0,
-        skip_layers: Sequence[str] = (),
-        skip_first: bool = False,
-        skip_last: bool = False,
-        min_weights: int = 64,
-        learning_rate: float = 1e-4,
-        batch_size: int = 64,
-        freeze_batchnorm: bool = False,
-        distill_weight: float = 0.0,
-        max_steps_per_epoch: Optional[int] = None,
+        **settings: Any,
     ) -> None:
-        from kerascompress.errors import ConfigError
-
         nm = parse_pattern(pattern)
         if schedule not in SCHEDULES:
             raise ConfigError(f"Sparsity schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if nm is None and not 0.0 < float(sparsity) < 1.0:
             raise ConfigError(f"Sparsity: sparsity must be in (0, 1), got {sparsity}")
+        super().__init__(**settings)
         self.pattern = "unstructured" if nm is None else f"{nm[0]}:{nm[1]}"
         self.sparsity = float(sparsity) if nm is None else 1.0 - nm[0] / nm[1]
         self.schedule = schedule
         self.initial_sparsity = float(initial_sparsity)
         self.update_every = update_every
-        self.finetune_epochs = int(finetune_epochs)
-        self.skip_layers = tuple(skip_layers)
-        self.skip_first = bool(skip_first)
-        self.skip_last = bool(skip_last)
-        self.min_weights = int(min_weights)
-        self.learning_rate = float(learning_rate)
-        self.batch_size = int(batch_size)
-        self.freeze_batchnorm = bool(freeze_batchnorm)
-        self.distill_weight = float(distill_weight)
-        self.max_steps_per_epoch = max_steps_per_epoch
         self._nm = nm
         self.name = f"sparsity:{self.pattern}" if nm else f"sparsity:{self.sparsity:g}"
-
-    @property
-    def needs_data(self) -> bool:  # type: ignore[override]
-        return self.finetune_epochs > 0
-
-    @property
-    def needs_labels(self) -> bool:  # type: ignore[override]
-        return self.finetune_epochs > 0
 
     def gate(self, target: Target, state: ModelState) -> Gate:
         if self._nm is None:
@@ -206,23 +181,10 @@ class Sparsity(Pass):
             f"gain{cite}",
         )
 
-    def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        from kerascompress.models.kinds import is_tf_keras_model
-
-        if is_tf_keras_model(state.model):
-            return self._apply_tfmot(state, ctx)
-        from kerascompress.graph.traversal import all_layers
-        from kerascompress.models.copy import copy_model
-        from kerascompress.training.constrained import (
-            MaskConstraint,
-            finetune_from_context,
-        )
-
+    def apply_keras(self, state: ModelState, ctx: PassContext) -> PassOutput:
         model = copy_model(state.model)
-        kernels = [(layer, _KERNEL_ATTRS[type(layer).__name__]) for layer in all_layers(model)
-                   if type(layer).__name__ in _KERNEL_ATTRS]
-        kernels = [(layer, attr, getattr(layer, attr)) for layer, attr in kernels if getattr(layer, attr, None) is not None]
-        skip = self._skipped(kernels)
+        kernels = self.kernels(model)
+        skip = self.skipped(kernels)
         gradual = self.schedule == "polynomial" and self.finetune_epochs > 0 and ctx.data is not None and ctx.data.can_train
         layers_out: dict[str, Any] = {}
         constraints = []
@@ -280,18 +242,10 @@ class Sparsity(Pass):
             )
         return PassOutput(state.replace(model=model), details)
 
-    def artifact_details(self, tflite_bytes: bytes) -> dict[str, Any]:
-        """What the exported file holds (zeros, values per kernel, gzip size): a hook for the driver's report."""
-        from kerascompress.export.tflite_inspect import kernel_summary
 
-        return kernel_summary(tflite_bytes)
-
-    def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        """A tf_keras (Keras 2) model: tfmot's pruning (with ``sparsity_m_by_n`` for 2:4), imported only now."""
-        from kerascompress.legacy.tfmot import sparsity_tf_keras
-
-        data = ctx.data
-        x, y = (data.x_train, data.y_train) if data is not None and data.can_train else (None, None)
+    def apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
+        """A tf_keras (Keras 2) model: tfmot's pruning (with ``sparsity_m_by_n`` for 2:4)."""
+        x, y = self.tfmot_data(ctx)
         model, details = sparsity_tf_keras(state.model, self._nm, self.sparsity, x, y, self.finetune_epochs,
                                            self.batch_size, self.learning_rate)
         details["does_not_buy"] = _does_not_buy(self, ctx.target)
@@ -318,31 +272,12 @@ class Sparsity(Pass):
 
         return schedule
 
-    def _skipped(self, kernels: list[tuple[Any, str, Any]]) -> dict[str, str]:
-        from kerascompress.errors import ConfigError
-
-        known = {layer.name for layer, _, _ in kernels}
-        unknown = [n for n in self.skip_layers if n not in known]
-        if unknown:
-            raise ConfigError(f"skip_layers names unknown or unprunable layer(s) {unknown}; prunable: {sorted(known)}")
-        order = [layer.name for layer, _, _ in kernels]
-        out: dict[str, str] = {}
-        for layer, attr, var in kernels:
-            key = f"{layer.name}.{attr}"
-            shape = tuple(var.shape)
-            if layer.name in self.skip_layers:
-                out[key] = "in skip_layers"
-            elif self.skip_first and layer.name == order[0]:
-                out[key] = "first layer (skip_first)"
-            elif self.skip_last and layer.name == order[-1]:
-                out[key] = "last layer (skip_last)"
-            elif int(np.prod(shape)) < self.min_weights:
-                out[key] = f"fewer than min_weights={self.min_weights} weights"
-            elif self._nm and type(layer).__name__ in _NO_NM:
-                out[key] = f"{type(layer).__name__} has no input-channel reduction for {self.pattern} sparse kernels"
-            elif self._nm and shape[-2] % self._nm[1]:
-                out[key] = f"{shape[-2]} input channels is not a multiple of {self._nm[1]}"
-        return out
+    def ineligible(self, layer: Any, shape: tuple[int, ...]) -> Optional[str]:
+        if self._nm and type(layer).__name__ in _NO_NM:
+            return f"{type(layer).__name__} has no input-channel reduction for {self.pattern} sparse kernels"
+        if self._nm and shape[-2] % self._nm[1]:
+            return f"{shape[-2]} input channels is not a multiple of {self._nm[1]}"
+        return None
 
 
 def _does_not_buy(p: Sparsity, target: Target) -> str:

@@ -6,8 +6,9 @@ within ``max_drop`` of the float model (accuracy when labels are given, otherwis
 agreement with the float model): a binary search over that count (more float layers
 never hurt much in practice), then a pass that drops every chosen layer that is not
 needed after all. Each candidate is measured on the artifact the target will run where
-we can build it (LiteRT: a real int8 TFLite with float fallback), otherwise on a Keras
-fake-quant simulation of it.
+the caller can build it (``build``: a plan -> something with ``predict``; the Quantize
+pass passes its context's `build`, so LiteRT targets are judged on a real int8 TFLite
+with float fallback), otherwise on a Keras fake-quant simulation of it.
 
 What "higher precision" means depends on the runtime: LiteRT's converter cannot mix FP16
 and INT8 in one model, so it is FP32 fallback there; TensorRT runs per-layer FP16, so
@@ -107,17 +108,13 @@ def metric_of(outputs: np.ndarray, labels: Optional[np.ndarray], reference: np.n
     return float(np.mean(pred == np.argmax(reference, axis=-1)))
 
 
-def tflite_evaluator(model: keras.Model, calibration_data: Any, x_eval: Any, labels: Optional[np.ndarray],
-                     reference: np.ndarray, calibration: str = "minmax",
-                     num_samples: int = DEFAULT_CALIBRATION_SAMPLES) -> Evaluator:
-    """Metric of the real int8 TFLite (float fallback for the kept layers) on ``x_eval``."""
-    from kerascompress.export.tflite import to_tflite
-    from kerascompress.runtime.litert import LiteRTModel
+def artifact_evaluator(build: Callable[[PrecisionPlan], Any], model: keras.Model, x_eval: Any,
+                       labels: Optional[np.ndarray], reference: np.ndarray, calibration: str = "minmax") -> Evaluator:
+    """Metric of the real artifact (int8 with the kept layers in float) that ``build(plan)`` returns."""
 
     def evaluate(keep: Sequence[str]) -> float:
         plan = PrecisionPlan(mode="int8", float_layers=tuple(keep), calibration=calibration)
-        data = to_tflite(model, plan, representative_data=calibration_data, num_samples=num_samples)
-        return metric_of(LiteRTModel(data).predict(x_eval), labels, reference)
+        return metric_of(build(plan).predict(x_eval), labels, reference)
 
     return evaluate
 
@@ -153,13 +150,15 @@ def search_mixed_plan(
     num_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     sensitivity: Optional[list[LayerSensitivity]] = None,
     evaluate: Optional[Evaluator] = None,
+    build: Optional[Callable[[PrecisionPlan], Any]] = None,
     max_evaluations: int = 24,
     progress: Optional[Callable[[str], None]] = None,
 ) -> MixedPlan:
     """Find the fewest high-precision layers keeping the metric within ``max_drop`` of float.
 
-    ``evaluate(keep) -> metric`` may be given (tests, other runtimes); by default LiteRT
-    targets are measured on real TFLite exports and TensorRT targets in simulation.
+    ``evaluate(keep) -> metric`` may be given; otherwise LiteRT targets are measured on
+    ``build(plan)`` (the real exported artifact) when ``build`` is given, and everything
+    else in simulation (TensorRT's per-layer FP16 cannot be run here).
     """
     say = progress or (lambda _m: None)
     if x_eval is None or (len(x_eval[0]) if isinstance(x_eval, (list, tuple)) else len(x_eval)) == 0:
@@ -170,9 +169,10 @@ def search_mixed_plan(
         sensitivity = layer_sensitivity(model, calibration_data, calibration=calibration,
                                         num_samples=num_samples, progress=say)
     order = [s.layer for s in sensitivity]
-    if evaluate is None:
-        maker = tflite_evaluator if target.runtime == "litert" else simulated_evaluator
-        evaluate = maker(model, calibration_data, x_eval, y_eval, reference, calibration, num_samples)
+    if evaluate is None and build is not None and target.runtime == "litert":
+        evaluate = artifact_evaluator(build, model, x_eval, y_eval, reference, calibration)
+    elif evaluate is None:
+        evaluate = simulated_evaluator(model, calibration_data, x_eval, y_eval, reference, calibration, num_samples)
 
     evaluations: list[tuple[list[str], float]] = []
     cache: dict[tuple[str, ...], float] = {}
