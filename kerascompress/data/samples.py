@@ -26,8 +26,27 @@ def take(x: Any, n: int) -> Any:
 
 
 def slice_samples(x: Any, start: int, end: int) -> Any:
+    """Samples ``start:end`` of an array, a list of arrays or a dict of arrays."""
     if isinstance(x, (list, tuple)):
         return [np.asarray(a)[start:end] for a in x]
     if isinstance(x, dict):
         return {k: np.asarray(v)[start:end] for k, v in x.items()}
     return x[start:end]
+
+
+def index_samples(x: Any, idx: np.ndarray) -> Any:
+    """The samples at positions ``idx`` (None stays None)."""
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(a)[idx] for a in x]
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[idx] for k, v in x.items()}
+    return np.asarray(x)[idx]
+
+
+def as_list(value: Any) -> list:
+    """The arrays of a structure as a list: a dict's values, a list or tuple, or one array."""
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -7,6 +7,7 @@ from typing import Optional
 
 import keras
 
+import kerascompress as kc
 from kerascompress.data.bundle import DataBundle
 from kerascompress.examples import datasets, zoo
 from kerascompress.pipeline.report import Report
@@ -53,7 +54,6 @@ def run_demo(
     recipe: str = "default",
 ) -> Report:
     """Optimize the demo CNN for ``target`` and write artifacts and the report to ``out_dir``."""
-    import kerascompress as kc
 
     model = trained_fashion_cnn(cache_dir, epochs, train_limit)
     x_train, y_train = datasets.fashion_mnist("train", limit=min(30000, train_limit or 30000))

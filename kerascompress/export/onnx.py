@@ -21,8 +21,10 @@ from kerascompress.errors import (
     ExportError,
     UnsupportedModelError,
 )
+from kerascompress.export import onnx_precision as op
 from kerascompress.fileio import write_atomic
 from kerascompress.quant.plan import PrecisionPlan
+from kerascompress.runtime.onnx_runner import OnnxModel
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
 MAX_OPSET = 18  # the newest tf2onnx 1.17 writes
@@ -368,8 +370,6 @@ def to_onnx(
     """
     import onnx
 
-    from kerascompress.export import onnx_precision as op
-    from kerascompress.runtime.onnx_runner import OnnxModel
 
     if not isinstance(opset, int) or opset < MIN_OPSET or opset > MAX_OPSET:
         raise ExportError(

@@ -27,6 +27,13 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 
 from kerascompress.errors import ExportError, UnsupportedOnTarget
+from kerascompress.export.onnx import (
+    _as_list,
+    _calibration_batches,
+    _keras_outputs,
+    sample_inputs,
+)
+from kerascompress.export.onnx_precision import describe_precision
 from kerascompress.runtime.tensorrt_engine import (
     trt_build_engine,
     trt_run_engine,
@@ -322,7 +329,6 @@ def to_tensorrt(
     """
     import onnx
 
-    from kerascompress.export.onnx_precision import describe_precision
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -352,8 +358,6 @@ def to_tensorrt(
     # Reference data: inputs and Keras outputs, so the device can check fidelity too.
     reference = None
     if reference_model is not None or sample_data is not None:
-        from kerascompress.export.onnx import _as_list, _keras_outputs, sample_inputs
-
         names = [n for n, _ in inputs]
         xs = _as_list(sample_data, names) if sample_data is not None else sample_inputs(reference_model)
         arrays = {f"input:{n}": np.asarray(a, dtype=np.float32) for n, a in zip(names, xs)}
@@ -364,8 +368,6 @@ def to_tensorrt(
         np.savez(out / "reference.npz", **arrays)
         files["reference"] = out / "reference.npz"
     if calibration_data is not None:
-        from kerascompress.export.onnx import _calibration_batches
-
         batches = _calibration_batches(reference_model, calibration_data) if reference_model is not None else None
         if batches:
             cal = {f"input:{n}": np.concatenate([b[i] for b in batches]) for i, (n, _) in enumerate(inputs)}

@@ -13,6 +13,13 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from kerascompress.errors import ConfigError
+from kerascompress.export.tflite import (
+    _check_integer_only,
+    _convert,
+    _normalize_plan,
+    _representative,
+)
+from kerascompress.fileio import write_atomic
 from kerascompress.quant.plan import PrecisionPlan
 
 
@@ -33,13 +40,6 @@ def tf_keras_to_tflite(
     """
     import tensorflow as tf
 
-    from kerascompress.export.tflite import (
-        _check_integer_only,
-        _convert,
-        _normalize_plan,
-        _representative,
-    )
-    from kerascompress.fileio import write_atomic
 
     mode, plan_obj, io = _normalize_plan(plan, int8_io)
     if plan_obj.float_layers:

@@ -28,6 +28,7 @@ from kerascompress.errors import (
     UnsupportedModelError,
 )
 from kerascompress.fileio import write_atomic
+from kerascompress.quant.calibration import RangeCollector
 from kerascompress.quant.plan import PrecisionPlan
 
 #: Modes `to_tflite` accepts (the same as `PrecisionPlan` modes).
@@ -183,7 +184,6 @@ def _trace(model: Any) -> _Trace:
             outs = graph_model._run_through_graph(list(xs), operation_fn=recording)
             return list(keras.tree.flatten(outs))
     else:
-
         def fn(*xs: Any) -> Any:
             outs = model(xs[0] if len(xs) == 1 else list(xs), training=False)
             return list(keras.tree.flatten(outs))
@@ -458,7 +458,6 @@ def _recalibrate(calibrated: bytes, samples: Callable[[], Iterator[list[np.ndarr
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from kerascompress.quant.calibration import RangeCollector
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
     tensors = model.subgraphs[0].tensors

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from kerascompress.data.samples import as_list
 from kerascompress.errors import DataError
 
 
@@ -44,13 +45,6 @@ class Fidelity:
         d["per_output"] = [p.as_dict() for p in self.per_output]
         return d
 
-
-def _as_list(outputs: Any) -> list[np.ndarray]:
-    if isinstance(outputs, dict):
-        return [np.asarray(v) for v in outputs.values()]
-    if isinstance(outputs, (list, tuple)):
-        return [np.asarray(v) for v in outputs]
-    return [np.asarray(outputs)]
 
 
 def _classes(out: np.ndarray, binary_threshold: float) -> np.ndarray:
@@ -95,7 +89,7 @@ def compare_outputs(reference: Any, candidate: Any, labels: Any = None) -> Fidel
     entry per output (None where an output has no labels) or a single array used for
     the first output.
     """
-    refs, cands = _as_list(reference), _as_list(candidate)
+    refs, cands = [np.asarray(v) for v in as_list(reference)], [np.asarray(v) for v in as_list(candidate)]
     if len(refs) != len(cands):
         raise DataError(f"reference has {len(refs)} outputs but the candidate has {len(cands)}")
     if labels is None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import keras
 
+from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.models.kinds import is_tf_keras_model
+from kerascompress.models.tf_keras import copy_tf_keras
 
 
 def copy_model(model: keras.Model) -> keras.Model:
     """An independent copy (new variables) computing the same function."""
     if is_tf_keras_model(model):
-        from kerascompress.models.tf_keras import copy_tf_keras
-
         return copy_tf_keras(model)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
@@ -25,7 +25,6 @@ def clone(model: keras.Model) -> keras.Model:
     try:
         copy = keras.models.clone_model(model)
     except Exception:  # noqa: BLE001 - fall back to our own rebuild (flattens sub-models)
-        from kerascompress.graph.model_graph import ModelGraph
 
         return ModelGraph.from_keras(model).to_keras()
     copy.set_weights(model.get_weights())

@@ -10,6 +10,7 @@ import numpy as np
 
 from kerascompress.errors import UnsupportedModelError
 from kerascompress.models.kinds import is_graph_model, is_tf_keras_model
+from kerascompress.models.tf_keras import check_supported_tf_keras
 
 
 def load_model(model: Any) -> keras.Model:
@@ -47,8 +48,6 @@ def load_model(model: Any) -> keras.Model:
 def check_supported(model: keras.Model) -> None:
     """Refuse models the pipeline cannot read, with what to do instead."""
     if is_tf_keras_model(model):
-        from kerascompress.models.tf_keras import check_supported_tf_keras
-
         return check_supported_tf_keras(model)
     if not isinstance(model, (keras.Sequential, keras.Model)) or not is_graph_model(model):
         raise UnsupportedModelError(

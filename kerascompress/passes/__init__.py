@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from kerascompress.errors import ConfigError
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
 
 #: Public pass name -> "module:Class".
@@ -32,7 +33,6 @@ def available() -> list[str]:
 
 def get(name: str) -> type:
     """The pass class registered as ``name``."""
-    from kerascompress.errors import ConfigError
 
     if name not in REGISTRY:
         raise ConfigError(f"unknown pass {name!r}; known passes: {', '.join(sorted(REGISTRY))}")

@@ -11,9 +11,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from kerascompress.data.samples import as_list, index_samples, n_samples
 from kerascompress.errors import ConfigError, DataError
 from kerascompress.graph.channel_groups import ChannelGroups
 from kerascompress.graph.layer_rules import BatchNormRule, ProducerRule, weight_names
+from kerascompress.training.losses import looks_like_probabilities, task_loss
 
 CRITERIA = ("l1", "l2", "bn_gamma", "taylor")
 
@@ -97,10 +99,8 @@ def taylor_importance(
     import keras
     import tensorflow as tf
 
-    from kerascompress.training.finetune import _as_list, _index, _n
-    from kerascompress.training.losses import looks_like_probabilities, task_loss
 
-    if x is None or _n(x) == 0:
+    if x is None or n_samples(x) == 0:
         raise DataError("the Taylor criterion needs data: give a few batches of inputs (and labels)")
     members: list[tuple[str, list[tuple[Any, int]]]] = []  # node -> [(variable, out axis)]
     for name in groups.order:
@@ -118,15 +118,15 @@ def taylor_importance(
         if vs:
             members.append((name, vs))
     variables = [v for _, vs in members for v, _ in vs]
-    n = min(_n(x), batches * batch_size)
+    n = min(n_samples(x), batches * batch_size)
     per_member = {name: [] for name, _ in members}
     for start in range(0, n, batch_size):
-        xb = _index(x, np.arange(start, min(n, start + batch_size)))
+        xb = index_samples(x, np.arange(start, min(n, start + batch_size)))
         with tf.GradientTape() as tape:
-            outs = _as_list(model(xb, training=False))
+            outs = as_list(model(xb, training=False))
             if y is not None:
-                ys = _as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
-                yb = [np.asarray(a)[start : start + len(next(iter(_as_list(xb))))] for a in ys]
+                ys = as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
+                yb = [np.asarray(a)[start : start + len(next(iter(as_list(xb))))] for a in ys]
             else:
                 yb = []
                 for out in outs:

@@ -25,9 +25,11 @@ import numpy as np
 
 from kerascompress.errors import ConfigError
 from kerascompress.graph import decompose as dec
+from kerascompress.graph.counting import count_model
 from kerascompress.graph.model_graph import ModelGraph, Node
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
 from kerascompress.targets.target import Target
+from kerascompress.training.finetune import finetune
 
 _CONV_METHODS = ("auto", "channel", "spatial")
 
@@ -406,10 +408,6 @@ class _Run:
         data = self.ctx.data
         if data is None or not (data.can_train or (self.p.distill and self.ctx.teacher is not None)):
             return model, {"status": "skipped", "reason": "no training data"}
-        try:
-            from kerascompress.training.finetune import finetune
-        except ImportError:  # pragma: no cover - finetune ships with kerascompress
-            return model, {"status": "skipped", "reason": "kerascompress.finetune is not available"}
         teacher = self.ctx.teacher if self.p.distill else None
         tuned = finetune(model, data, epochs=self.p.finetune_epochs, teacher=teacher,
                          learning_rate=self.p.finetune_learning_rate, progress=self.ctx.progress, seed=self.ctx.seed)
@@ -425,7 +423,6 @@ class _Run:
 # ------------------------------------------------------------------- helpers
 def dec_cost_total(model: keras.Model) -> dec.Cost:
     """Total parameters and MACs of a model (MACs from the shared counter)."""
-    from kerascompress.graph.counting import count_model
 
     c = count_model(model)
     return dec.Cost(int(c.params), int(c.macs))

@@ -13,8 +13,11 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from kerascompress.data.samples import n_samples
 from kerascompress.errors import ConfigError, DataError
 from kerascompress.graph.channel_groups import ChannelGroups, find_channel_groups
+from kerascompress.graph.counting import count_model
+from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.graph.prune_channels import (
     cost_fractions,
     prune_channels,
@@ -23,6 +26,7 @@ from kerascompress.graph.prune_channels import (
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
 from kerascompress.passes.importance import CRITERIA, channel_importance
 from kerascompress.targets.target import Target
+from kerascompress.training.finetune import finetune
 
 Keep = dict[int, np.ndarray]
 
@@ -144,9 +148,6 @@ class ChannelPruning(Pass):
     # ----------------------------------------------------------------- apply
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        from kerascompress.graph.counting import count_model
-        from kerascompress.graph.model_graph import ModelGraph
-
         t0 = time.perf_counter()
         if self.needs_data and (ctx.data is None):
             raise DataError(
@@ -163,11 +164,9 @@ class ChannelPruning(Pass):
         )
         x = y = None
         if self.criterion == "taylor":
-            from kerascompress.training.finetune import _n
-
             x = ctx.data.calibration()
             yt = ctx.data.y_train
-            y = yt[: _n(x)] if yt is not None and len(yt) >= _n(x) else None
+            y = yt[: n_samples(x)] if yt is not None and len(yt) >= n_samples(x) else None
         scores = channel_importance(graph, groups, self.criterion, model=state.model, x=x, y=y,
                                     batches=self.taylor_batches)
         keep = self._plan(graph, groups, scores, multiple, before)
@@ -177,8 +176,6 @@ class ChannelPruning(Pass):
             keep, pruned, after = self._meet_target(graph, groups, scores, multiple, before, keep, pruned, after)
         prune_seconds = time.perf_counter() - t0
         if self.finetune_epochs > 0:
-            from kerascompress.training.finetune import finetune
-
             teacher = (ctx.teacher or state.model) if self.distill else None
             pruned = finetune(pruned, ctx.data, self.finetune_epochs, teacher=teacher,
                               progress=ctx.progress, seed=ctx.seed, **self.finetune_options)
@@ -245,7 +242,6 @@ class ChannelPruning(Pass):
         """The estimate ignores small terms; raise the ratio a little until the real count meets the goal."""
         kind, goal = self._goal(before)
         r = getattr(self, "_ratio_found", self.ratio)
-        from kerascompress.graph.counting import count_model
 
         while getattr(after, kind) > goal and r < self.max_ratio:
             r = min(self.max_ratio, r + 0.02)

@@ -18,12 +18,17 @@ from typing import Any, Optional
 
 import numpy as np
 
+from kerascompress.data.samples import take
 from kerascompress.errors import DataError
+from kerascompress.legacy.tfmot import qat_tf_keras
+from kerascompress.models.copy import clone
+from kerascompress.models.kinds import is_tf_keras_model
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
 from kerascompress.quant import fake_quant as fq
 from kerascompress.quant.calibration import DEFAULT_CALIBRATION_SAMPLES, check_method
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Kernel, Target
+from kerascompress.training.finetune import finetune
 
 
 class QuantizationAwareTraining(Pass):
@@ -79,12 +84,8 @@ class QuantizationAwareTraining(Pass):
         return not self.distill
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
-        from kerascompress.models.kinds import is_tf_keras_model
-
         if is_tf_keras_model(state.model):
             return self._apply_tfmot(state, ctx)
-        from kerascompress.models.copy import clone
-        from kerascompress.training.finetune import finetune
 
         if ctx.data is None:
             raise DataError("quantization-aware training needs training data: pass data=(x, y)")
@@ -121,15 +122,12 @@ class QuantizationAwareTraining(Pass):
 
     def _apply_tfmot(self, state: ModelState, ctx: PassContext) -> PassOutput:
         """A tf_keras (Keras 2) model: tfmot's ``quantize_model``, fine-tuned on labels (no distillation)."""
-        from kerascompress.legacy.tfmot import qat_tf_keras
 
         data = ctx.data
         if data is None or not data.can_train or data.y_train is None:
             raise DataError("quantization-aware training of a tf_keras model through tfmot needs labelled data (x, y)")
         x, y = data.x_train, data.y_train
         if self.max_train_samples is not None:
-            from kerascompress.data.samples import take
-
             x, y = take(x, self.max_train_samples), y[: self.max_train_samples]
         ctx.progress(f"qat: tfmot quantize_model; fine-tuning {self.epochs} epoch(s)")
         model, details = qat_tf_keras(state.model, x, y, self.epochs, self.batch_size, self.learning_rate)

@@ -18,7 +18,11 @@ from typing import Any, Callable, Optional, Sequence
 from kerascompress import targets as targets_lib
 from kerascompress.data.bundle import check_inputs, make_bundle
 from kerascompress.data.samples import take
-from kerascompress.errors import KerasCompressError, UnsupportedModelError, UnsupportedOnTarget
+from kerascompress.errors import (
+    KerasCompressError,
+    UnsupportedModelError,
+    UnsupportedOnTarget,
+)
 from kerascompress.models.copy import copy_model
 from kerascompress.models.io import check_supported, load_model, weights_digest
 from kerascompress.models.kinds import is_tf_keras_model

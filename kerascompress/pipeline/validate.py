@@ -12,8 +12,7 @@ import gzip
 import os
 from typing import Any, Optional, Union
 
-import numpy as np
-
+from kerascompress.data.samples import take
 from kerascompress.errors import DataError, UnsupportedModelError
 from kerascompress.metrics.fidelity import Fidelity, compare_outputs
 from kerascompress.runtime.formats import artifact_format, open_artifact
@@ -113,14 +112,7 @@ def validate(
 
     latency = None
     if runs and runs > 0:
-        sample = None if x is None else _first(x)
+        sample = None if x is None else take(x, 1)
         latency = runner.latency(runs=runs, warmup=warmup, x=sample)
     return ValidationResult(fmt, len(content), len(gzip.compress(content, compresslevel=9)), fidelity, latency)
 
-
-def _first(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[:1] for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [np.asarray(v)[:1] for v in x]
-    return np.asarray(x)[:1]

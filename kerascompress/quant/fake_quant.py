@@ -23,6 +23,8 @@ import numpy as np
 from keras import layers
 
 from kerascompress.errors import UnsupportedModelError
+from kerascompress.models.copy import clone
+from kerascompress.quant.calibration import RangeCollector, quantize_weights
 
 #: Layers that keep their input's scale in int8 (no requantization after them).
 SCALE_PRESERVING = (
@@ -446,7 +448,6 @@ def fake_quant_model(
 
 def _rounded_copy(layer: Any) -> Any:
     """A copy of ``layer`` whose kernel-like weights sit on their int8 grid (static)."""
-    from kerascompress.quant.calibration import quantize_weights
 
     cfg = layer.get_config()
     cfg.pop("build_config", None)
@@ -473,7 +474,6 @@ def unbalance_channel(model: keras.Model, producer: str, consumer: str, channel:
     one channel - the unbalanced channel ranges real networks show (the reason for
     cross-layer equalization). Used to build honest models where plain int8 PTQ fails.
     """
-    from kerascompress.models.copy import clone
 
     copy = clone(model)
     p, c = copy.get_layer(producer), copy.get_layer(consumer)
@@ -504,7 +504,6 @@ def _fresh(base: str, used: set[str]) -> str:
 def calibrate(fq: FakeQuantModel, samples: Any, method: str = "minmax", batch_size: int = 64,
               **method_args: Any) -> dict[str, tuple[float, float]]:
     """Set every quantizer's range from ``samples`` with a `calibration` method; returns them."""
-    from kerascompress.quant.calibration import RangeCollector
 
     qs = fq.quantizers()
     for q in qs:

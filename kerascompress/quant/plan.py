@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from kerascompress.errors import ConfigError
+
 #: Modes a plan may name.
 MODES = ("float32", "fp16", "dynamic", "int8", "int16x8", "mixed")
 
@@ -35,8 +37,6 @@ class PrecisionPlan:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            from kerascompress.errors import ConfigError
-
             raise ConfigError(f"unknown precision mode {self.mode!r}; choose one of {', '.join(MODES)}")
 
     def describe(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
+from kerascompress.data.samples import n_samples, take
 from kerascompress.errors import DataError
 from kerascompress.quant import fake_quant as fq
 from kerascompress.quant.calibration import DEFAULT_CALIBRATION_SAMPLES, check_method
@@ -81,8 +82,8 @@ def layer_sensitivity(
     ``eval_data``: inputs the error is measured on (default: the calibration inputs).
     """
     check_method(calibration)
-    calib = _take(calibration_data, num_samples)
-    if _len(calib) == 0:
+    calib = take(calibration_data, num_samples)
+    if n_samples(calib) == 0:
         raise DataError("sensitivity analysis needs calibration inputs; got none")
     x_eval = calib if eval_data is None else eval_data
     names = list(layers) if layers is not None else fq.quantizable_layers(model)
@@ -101,9 +102,3 @@ def layer_sensitivity(
     return result
 
 
-def _len(x: Any) -> int:
-    return len(x[0]) if isinstance(x, (list, tuple)) else len(x)
-
-
-def _take(x: Any, n: int) -> Any:
-    return [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Union
 
 from kerascompress.errors import ConfigError, ExportError
+from kerascompress.runtime.litert import LiteRTModel
+from kerascompress.runtime.onnx_runner import OnnxModel
+from kerascompress.runtime.tensorrt_runner import TensorRTEngineModel
 
 #: File suffix -> artifact format.
 SUFFIXES = {".tflite": "tflite", ".onnx": "onnx", ".engine": "tensorrt", ".plan": "tensorrt"}
@@ -45,18 +48,7 @@ def open_artifact(artifact: Union[bytes, bytearray, str, os.PathLike], num_threa
     """A runner with ``predict``, ``latency``, ``prepare_timing`` and ``run_once``."""
     fmt = artifact_format(artifact)
     if fmt == "tflite":
-        from kerascompress.runtime.litert import LiteRTModel
-
         return LiteRTModel(artifact, num_threads=num_threads)
     if fmt == "tensorrt":
-        from kerascompress.runtime.tensorrt_runner import TensorRTEngineModel
-
         return TensorRTEngineModel(artifact, num_threads=num_threads)
-    try:
-        from kerascompress.runtime.onnx_runner import OnnxModel
-    except ImportError as exc:
-        raise ExportError(
-            f"ONNX artifacts need kerascompress.validate.onnx_runner (and onnxruntime), which could not be "
-            f"imported: {exc}"
-        ) from exc
     return OnnxModel(artifact, num_threads=num_threads)

@@ -15,6 +15,7 @@ import numpy as np
 
 from kerascompress.errors import ExportError
 from kerascompress.runtime.stats import LatencyStats
+from kerascompress.runtime.tensorrt_engine import trt_run_engine
 
 
 def _require_tensorrt() -> Any:
@@ -50,15 +51,11 @@ class TensorRTEngineModel:
         return {n: np.asarray(a) for n, a in zip(self.input_names, arrays)}
 
     def predict(self, x: Any) -> Any:
-        from kerascompress.runtime.tensorrt_engine import trt_run_engine
-
         outputs, _ = trt_run_engine(str(self.path), self._feeds(x), runs=1, warmup=0)
         result = [outputs[n] for n in self.output_names]
         return result[0] if len(result) == 1 else result
 
     def latency(self, runs: int = 50, warmup: int = 5, x: Any = None) -> LatencyStats:
-        from kerascompress.runtime.tensorrt_engine import trt_run_engine
-
         if x is None:
             raise ExportError("timing a TensorRT engine needs sample inputs: pass data")
         feeds = {n: a[:1] for n, a in self._feeds(x).items()}

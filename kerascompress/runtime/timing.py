@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from kerascompress.errors import ConfigError
+from kerascompress.runtime.formats import open_artifact
 from kerascompress.runtime.stats import LatencyStats
 
 
 def _runner(model: Any, num_threads: int) -> Any:
     if hasattr(model, "run_once") and hasattr(model, "prepare_timing"):
         return model
-    from kerascompress.runtime.formats import open_artifact
 
     runner = open_artifact(model, num_threads=num_threads)
     if not (hasattr(runner, "run_once") and hasattr(runner, "prepare_timing")):

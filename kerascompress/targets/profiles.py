@@ -30,6 +30,7 @@ import yaml
 
 from kerascompress.errors import ConfigError
 from kerascompress.paths import config_dir
+from kerascompress.targets.detect import detect
 from kerascompress.targets.target import PRECISIONS, Kernel, Target
 
 #: Runtimes an exporter exists for; a profile naming another one could never be deployed.
@@ -223,8 +224,6 @@ def resolve(target: Union[str, "os.PathLike[str]", Target]) -> Target:
     if isinstance(target, Target):
         return target
     if isinstance(target, str) and target.strip().lower() == "auto":
-        from kerascompress.targets.detect import detect
-
         return detect()
     if isinstance(target, (str, os.PathLike)):
         return load(target)

@@ -11,6 +11,8 @@ import enum
 import platform
 from typing import Any, Mapping
 
+from kerascompress.errors import ConfigError
+
 
 class Kernel(str, enum.Enum):
     """How a target executes a number format."""
@@ -69,8 +71,6 @@ class Target:
     def kernel(self, precision: str) -> Kernel:
         """How this target executes ``precision`` (one of `PRECISIONS`)."""
         if precision not in PRECISIONS:
-            from kerascompress.errors import ConfigError
-
             raise ConfigError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
         return Kernel(self.precisions.get(precision, Kernel.NONE))
 
@@ -86,7 +86,6 @@ class Target:
             return not self.full_integer_only
         if what in FEATURES:
             return bool(getattr(self, what))
-        from kerascompress.errors import ConfigError
 
         raise ConfigError(
             f"unknown capability {what!r}; ask about a precision ({', '.join(PRECISIONS)}) "

@@ -24,7 +24,13 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import keras
 import numpy as np
 
+from kerascompress.data.samples import as_list, index_samples, n_samples
 from kerascompress.graph.traversal import all_layers
+from kerascompress.training.losses import (
+    distillation_loss,
+    looks_like_probabilities,
+    task_loss,
+)
 
 
 class KernelConstraint(abc.ABC):
@@ -162,21 +168,15 @@ def constrained_finetune(
     """
     import tensorflow as tf
 
-    from kerascompress.training.finetune import _as_list, _index, _n
-    from kerascompress.training.losses import (
-        distillation_loss,
-        looks_like_probabilities,
-        task_loss,
-    )
 
     rng = np.random.default_rng(seed)
-    n = _n(x)
+    n = n_samples(x)
     steps_per_epoch = max(1, -(-n // batch_size))
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
     total = steps_per_epoch * max(0, epochs)
-    ys = _as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
-    probe = _as_list(model(_index(x, np.arange(min(n, 8))), training=False))
+    ys = as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
+    probe = as_list(model(index_samples(x, np.arange(min(n, 8))), training=False))
     probs = [looks_like_probabilities(keras.ops.convert_to_numpy(p)) for p in probe]
     alpha = float(distill_weight) if teacher is not None else 0.0
 
@@ -197,7 +197,7 @@ def constrained_finetune(
         @tf.function(reduce_retracing=True)
         def train_step(xb: Any, yb: Any, tb: Any) -> Any:
             with tf.GradientTape() as tape:
-                outs = _as_list(model(xb, training=True))
+                outs = as_list(model(xb, training=True))
                 value = 0.0
                 for i, out in enumerate(outs):
                     task = loss(yb[i], out) if loss is not None else task_loss(yb[i], out, probs[i])
@@ -229,9 +229,9 @@ def constrained_finetune(
                     break
                 for c in constraints:
                     c.update(step, total)
-                xb = _index(x, idx)
+                xb = index_samples(x, idx)
                 yb = [np.asarray(a)[idx] for a in ys]
-                tb = _as_list(teacher(xb, training=False)) if alpha > 0.0 else [0.0] * len(probs)
+                tb = as_list(teacher(xb, training=False)) if alpha > 0.0 else [0.0] * len(probs)
                 epoch_losses.append(float(train_step(xb, yb, tb)))
                 step += 1
             losses_per_epoch.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))

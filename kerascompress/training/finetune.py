@@ -11,6 +11,8 @@ from typing import Any, Callable, Optional, Union
 import keras
 import numpy as np
 
+from kerascompress.data.bundle import DataBundle, _as_arrays
+from kerascompress.data.samples import as_list, index_samples, n_samples
 from kerascompress.errors import DataError
 from kerascompress.models.copy import clone
 from kerascompress.training.losses import (
@@ -27,7 +29,6 @@ Progress = Union[bool, Callable[[str], None]]
 
 def as_arrays(data: Any) -> tuple[Any, Optional[Any]]:
     """(x, y) from a DataBundle (training part), an (x, y) tuple, bare x, or a tf.data.Dataset."""
-    from kerascompress.data.bundle import DataBundle, _as_arrays
 
     if isinstance(data, DataBundle):
         return data.x_train, data.y_train
@@ -36,28 +37,7 @@ def as_arrays(data: Any) -> tuple[Any, Optional[Any]]:
     return _as_arrays(data)
 
 
-def _n(x: Any) -> int:
-    if isinstance(x, (list, tuple)):
-        return len(x[0])
-    if isinstance(x, dict):
-        return len(next(iter(x.values())))
-    return len(x)
 
-
-def _index(x: Any, idx: np.ndarray) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, (list, tuple)):
-        return [np.asarray(a)[idx] for a in x]
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[idx] for k, v in x.items()}
-    return np.asarray(x)[idx]
-
-
-def _as_list(out: Any) -> list:
-    if isinstance(out, dict):
-        return list(out.values())
-    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -96,15 +76,15 @@ def finetune(
     x, y = as_arrays(data)
     if y is None and teacher is None:
         raise DataError("fine-tuning without a teacher needs labels: pass (x, y), or give teacher= to distil")
-    n = _n(x)
+    n = n_samples(x)
     if max_samples:
         n = min(n, max_samples)
     if n == 0:
         raise DataError("fine-tuning data is empty")
     report = _reporter(progress)
     student = clone(model)
-    ys = None if y is None else _as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
-    probe = _as_list(student(_index(x, np.arange(min(n, 8))), training=False))
+    ys = None if y is None else as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
+    probe = as_list(student(index_samples(x, np.arange(min(n, 8))), training=False))
     probs = [looks_like_probabilities(keras.ops.convert_to_numpy(p)) for p in probe]
     w_task = 0.0 if ys is None else (alpha if teacher is not None else 1.0)
     w_kd = 0.0 if teacher is None else (1.0 - w_task)
@@ -112,7 +92,7 @@ def finetune(
 
     def step(xb, yb, tb):
         with tf.GradientTape() as tape:
-            outs = _as_list(student(xb, training=True))
+            outs = as_list(student(xb, training=True))
             loss = 0.0
             for i, out in enumerate(outs):
                 if w_task:
@@ -134,9 +114,9 @@ def finetune(
         total = 0.0
         for s in range(steps):
             idx = order[s * batch_size : (s + 1) * batch_size]
-            xb = _index(x, idx)
+            xb = index_samples(x, idx)
             yb = [np.asarray(a)[idx] for a in ys] if ys is not None else [0.0] * len(probs)
-            tb = _as_list(teacher(xb, training=False)) if teacher is not None else [0.0] * len(probs)
+            tb = as_list(teacher(xb, training=False)) if teacher is not None else [0.0] * len(probs)
             loss = float(run(xb, yb, tb))
             total += loss
             bar.update(s + 1, [("loss", loss)])
