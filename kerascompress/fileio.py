@@ -23,3 +23,8 @@ def write_atomic(path: Union[str, os.PathLike], data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return target
+
+
+def write_text_atomic(path: Union[str, os.PathLike], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
+    return write_atomic(path, text.encode("utf-8"))

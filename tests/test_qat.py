@@ -9,11 +9,7 @@ from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ExportError
 from kerascompress.export.tflite import to_tflite
 from kerascompress.passes.base import ModelState, PassContext
-from kerascompress.passes.qat import (
-    QuantizationAwareTraining,
-    activation_ranges,
-    agreement,
-)
+from kerascompress.passes.qat import QuantizationAwareTraining, activation_ranges
 from kerascompress.passes.quantize import Quantize
 from kerascompress.quant import fake_quant as fq
 from kerascompress.quant.plan import PrecisionPlan
@@ -44,6 +40,11 @@ def bn_cnn(digits_data):
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=6, batch_size=64, verbose=0)
     return model
+
+
+def agreement(a, b):
+    """Fraction of samples whose top-1 class is the same in two output arrays."""
+    return float(np.mean(np.argmax(a, -1) == np.argmax(b, -1)))
 
 
 def _run_qat(model, target, digits_data, epochs=2):

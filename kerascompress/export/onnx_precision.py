@@ -122,13 +122,6 @@ def _unused_initializers_removed(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(keep)
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    return 0
-
-
 # ----------------------------------------------------------------------------- INT8 (Q/DQ)
 
 

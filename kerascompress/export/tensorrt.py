@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import json
 import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
@@ -34,6 +34,7 @@ from kerascompress.export.onnx import (
     sample_inputs,
 )
 from kerascompress.export.onnx_precision import describe_precision
+from kerascompress.fileio import write_atomic, write_text_atomic
 from kerascompress.runtime.tensorrt_engine import (
     trt_build_engine,
     trt_run_engine,
@@ -216,6 +217,12 @@ def engine_script_source() -> str:
 # ----------------------------------------------------------------------------- helpers
 
 
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def _graph_inputs(onnx_path: Path) -> tuple[list[tuple[str, list[Any]]], list[str]]:
     import onnx
 
@@ -298,10 +305,6 @@ def _why_not_here(target: Target) -> str | None:
     return None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -345,10 +348,7 @@ def to_tensorrt(
     out.mkdir(parents=True, exist_ok=True)
     onnx_out = out / "model.onnx"
     if onnx_path.resolve() != onnx_out.resolve():
-        fd, tmp = tempfile.mkstemp(dir=str(out), prefix=".model.onnx.")
-        os.close(fd)
-        shutil.copyfile(onnx_path, tmp)
-        os.replace(tmp, onnx_out)
+        write_atomic(onnx_out, onnx_path.read_bytes())
     engine_out = out / "model.engine"
     inputs, output_names = _graph_inputs(onnx_out)
     shapes = _shape_profiles(inputs, batch_sizes)
@@ -365,13 +365,13 @@ def to_tensorrt(
             ref = _keras_outputs(reference_model, [np.asarray(a) for a in xs])
             arrays.update({f"output:{n}": r for n, r in zip(output_names, ref)})
         reference = arrays
-        np.savez(out / "reference.npz", **arrays)
+        write_atomic(out / "reference.npz", _npz_bytes(arrays))
         files["reference"] = out / "reference.npz"
     if calibration_data is not None:
         batches = _calibration_batches(reference_model, calibration_data) if reference_model is not None else None
         if batches:
             cal = {f"input:{n}": np.concatenate([b[i] for b in batches]) for i, (n, _) in enumerate(inputs)}
-            np.savez(out / "calibration.npz", **cal)
+            write_atomic(out / "calibration.npz", _npz_bytes(cal))
             files["calibration"] = out / "calibration.npz"
     notes.append(
         "no calibration cache needed: INT8/FP8 scales are Q/DQ nodes in the ONNX"
@@ -380,14 +380,12 @@ def to_tensorrt(
     )
 
     command = trtexec_command(onnx_out.name, engine_out.name, shapes, sparsity=sparsity)
-    (out / "trtexec.sh").write_text("#!/bin/sh\n# Run in this folder on the target device.\n" + command + "\n")
+    write_text_atomic(out / "trtexec.sh", "#!/bin/sh\n# Run in this folder on the target device.\n" + command + "\n")
     files["trtexec"] = out / "trtexec.sh"
     script = out / "build_engine.py"
-    script.write_text(engine_script_source())
+    write_text_atomic(script, engine_script_source())
     files["script"] = script
-    _write_json(
-        out / "build_config.json",
-        {
+    config = {
             "onnx": onnx_out.name,
             "engine": engine_out.name,
             "shapes": shapes,
@@ -398,8 +396,8 @@ def to_tensorrt(
             "reference": "reference.npz",
             "target": target.name,
             "precisions": list(precisions),
-        },
-    )
+    }
+    write_text_atomic(out / "build_config.json", json.dumps(config, indent=2, default=str))
     files["config"] = out / "build_config.json"
 
     result = TensorRTResult(

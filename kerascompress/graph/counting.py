@@ -63,10 +63,6 @@ class ModelCost:
     nodes: dict[str, NodeCost]
     unknown: list[str]  # nodes whose MACs are not modelled
 
-    @property
-    def non_trainable_params(self) -> int:
-        return self.params - self.trainable_params
-
     def as_dict(self) -> dict:
         """JSON-serialisable form for reports."""
         return {

@@ -239,20 +239,8 @@ class ModelGraph:
             if r.node == node_name
         ]
 
-    def tensor_consumers(self, ref: TensorRef) -> list[tuple[str, int]]:
-        """Like `consumers` but for one output tensor."""
-        return [
-            (n.name, i)
-            for n in self.nodes.values()
-            for i, r in enumerate(n.inputs)
-            if r.node == ref.node and r.index == ref.index
-        ]
-
     def producers(self, node_name: str) -> list[TensorRef]:
         return list(self.nodes[node_name].inputs)
-
-    def is_output(self, node_name: str) -> bool:
-        return any(r.node == node_name for r in self.outputs)
 
     def nodes_of_layer(self, layer_name: str) -> list[str]:
         return [n.name for n in self.nodes.values() if n.layer_name == layer_name]
@@ -394,21 +382,6 @@ class ModelGraph:
         self.add_node(node, after=ref.node)
         self.sort()
         return node
-
-    def prune_dead(self) -> list[str]:
-        """Remove nodes no output depends on (inputs are kept). Returns removed names."""
-        live = set(self.inputs)
-        stack = [r.node for r in self.outputs]
-        while stack:
-            n = stack.pop()
-            if n in live:
-                continue
-            live.add(n)
-            stack.extend(r.node for r in self.nodes[n].inputs)
-        dead = [n for n in self.nodes if n not in live]
-        for n in dead:
-            del self.nodes[n]
-        return dead
 
     def __repr__(self) -> str:
         return f"<ModelGraph {self.name}: {len(self.nodes)} nodes, inputs={self.inputs}, outputs={self.outputs}>"

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
-
 from kerascompress.data.samples import take
 from kerascompress.errors import DataError
 from kerascompress.legacy.tfmot import qat_tf_keras
-from kerascompress.models.copy import clone
+from kerascompress.models.copy import copy_model
 from kerascompress.models.kinds import is_tf_keras_model
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
 from kerascompress.quant import fake_quant as fq
@@ -94,7 +92,7 @@ class QuantizationAwareTraining(Pass):
         teacher = (ctx.teacher or state.model) if self.distill else None
         if n_train == 0 or (y_train is None and teacher is None):
             raise DataError("quantization-aware training needs training inputs with labels, or distill=True")
-        model = quantization_aware_model(clone(state.model), ctx.data.calibration(self.num_samples),
+        model = quantization_aware_model(copy_model(state.model), ctx.data.calibration(self.num_samples),
                                          self.calibration)
         ctx.progress(f"qat: {len(model.activation_quantizers)} activation quantizers, "
                      f"{len(model.quantized_layers)} int8 layers; fine-tuning {self.epochs} epoch(s)")
@@ -153,6 +151,3 @@ def activation_ranges(model: Any) -> dict[str, tuple[float, float]]:
     return {layer.name: layer.get_range() for layer in model.layers if isinstance(layer, fq.FakeQuant)}
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of samples whose top-1 class is the same in two output arrays."""
-    return float(np.mean(np.argmax(a, -1) == np.argmax(b, -1)))

@@ -23,6 +23,7 @@ from kerascompress.errors import (
     UnsupportedModelError,
     UnsupportedOnTarget,
 )
+from kerascompress.fileio import write_text_atomic
 from kerascompress.models.copy import copy_model
 from kerascompress.models.io import check_supported, load_model, weights_digest
 from kerascompress.models.kinds import is_tf_keras_model
@@ -135,8 +136,8 @@ def optimize(
         out, current, current_artifact, baseline_artifact, tgt, report, progress, take(measurer.x_eval, 8)
     )
     report.artifacts = {k: (str(v) if v else None) for k, v in artifacts.items()}
-    (out / "report.json").write_text(report.to_json())
-    (out / "report.md").write_text(report.to_markdown())
+    write_text_atomic(out / "report.json", report.to_json())
+    write_text_atomic(out / "report.md", report.to_markdown())
     if weights_digest(original) != digest:  # a defect in a pass, never the user's fault
         raise KerasCompressError("internal error: a pass modified the caller's model; please report this")
     progress(f"done; artifacts in {out}")

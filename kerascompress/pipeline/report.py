@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from kerascompress.fileio import write_text_atomic
+
 STATUSES = ("applied", "skipped", "rolled back", "failed")
 
 
@@ -79,7 +81,7 @@ class Report:
     def to_json(self, path: Optional[Path] = None) -> str:
         text = json.dumps(self.to_dict(), indent=2, default=_jsonable)
         if path is not None:
-            Path(path).write_text(text)
+            write_text_atomic(path, text)
         return text
 
     def to_markdown(self) -> str:

@@ -9,6 +9,7 @@ from typing import Optional
 import keras
 
 from kerascompress.errors import ConfigError
+from kerascompress.fileio import write_text_atomic
 from kerascompress.pipeline.report import Report
 
 
@@ -61,5 +62,5 @@ class OptimizeResult:
                 else:
                     shutil.copy2(artifact, target)
         self.report.to_json(out / "report.json")
-        (out / "report.md").write_text(self.report.to_markdown())
+        write_text_atomic(out / "report.md", self.report.to_markdown())
         return out

@@ -137,18 +137,6 @@ def quantize_weights(kernel: np.ndarray, per_channel: bool = True, axis: int = -
     return (np.clip(np.round(w / s), -127, 127) * s).astype(np.float32)
 
 
-def collect_ranges(tensors: dict[str, list[np.ndarray]], method: str = "minmax",
-                   percentile: float = DEFAULT_PERCENTILE) -> dict[str, tuple[float, float]]:
-    """Ranges of several named tensors from their per-batch values."""
-    out = {}
-    for name, batches in tensors.items():
-        c = RangeCollector(method, percentile)
-        for b in batches:
-            c.update(b)
-        out[name] = c.range()
-    return out
-
-
 def describe(method: str, samples: Optional[int] = None, percentile: Optional[float] = None) -> dict[str, Any]:
     """A report entry for the calibration used."""
     d: dict[str, Any] = {"method": method}

@@ -23,7 +23,7 @@ import numpy as np
 from keras import layers
 
 from kerascompress.errors import UnsupportedModelError
-from kerascompress.models.copy import clone
+from kerascompress.models.copy import copy_model
 from kerascompress.quant.calibration import RangeCollector, quantize_weights
 
 #: Layers that keep their input's scale in int8 (no requantization after them).
@@ -315,11 +315,6 @@ class FakeQuantModel:
     def quantizers(self) -> list[FakeQuant]:
         return [self.model.get_layer(n) for n in self.activation_quantizers]
 
-    def set_mode(self, mode: str) -> None:
-        for q in self.quantizers():
-            q.mode = mode
-
-
 def fake_quant_model(
     model: keras.Model,
     layers_to_quantize: Optional[Iterable[str]] = None,
@@ -334,7 +329,7 @@ def fake_quant_model(
     layers: their kernels, their input tensors and their (fused) output tensors, the
     way that layer alone sees int8 in a converted model. ``model`` is not modified;
     layers not rebuilt are shared with it, so train only a whole-model result, which
-    rebuilds every weighted layer (use `kerascompress.finetune.clone` first otherwise).
+    rebuilds every weighted layer (use `kerascompress.models.copy.copy_model` first otherwise).
     """
     gm = graph_model(model)
     infos, produced = _nodes(gm)
@@ -475,7 +470,7 @@ def unbalance_channel(model: keras.Model, producer: str, consumer: str, channel:
     cross-layer equalization). Used to build honest models where plain int8 PTQ fails.
     """
 
-    copy = clone(model)
+    copy = copy_model(model)
     p, c = copy.get_layer(producer), copy.get_layer(consumer)
     pw = p.get_weights()
     if isinstance(p, layers.BatchNormalization):  # scale gamma and beta: the BN output channel

@@ -14,7 +14,7 @@ import numpy as np
 from kerascompress.data.bundle import DataBundle, _as_arrays
 from kerascompress.data.samples import as_list, index_samples, n_samples
 from kerascompress.errors import DataError
-from kerascompress.models.copy import clone
+from kerascompress.models.copy import copy_model
 from kerascompress.training.losses import (
     distillation_loss,
     looks_like_probabilities,
@@ -82,7 +82,7 @@ def finetune(
     if n == 0:
         raise DataError("fine-tuning data is empty")
     report = _reporter(progress)
-    student = clone(model)
+    student = copy_model(model)
     ys = None if y is None else as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
     probe = as_list(student(index_samples(x, np.arange(min(n, 8))), training=False))
     probs = [looks_like_probabilities(keras.ops.convert_to_numpy(p)) for p in probe]
