@@ -52,6 +52,34 @@ def test_selection_never_uses_the_held_out_part_when_training_data_suffices():
     assert len(xs) == 300
     assert set(ys).isdisjoint(set(b.y_eval))
     assert set(ys).isdisjoint(set(b.y_train[: b.calibration_samples]))  # not the calibration samples either
-    small = DataBundle(x[:50], y[:50], x[900:], y[900:])
+    small = DataBundle(x[:50], y[:50], x[900:], y[900:], validation_source="split")
     xs, ys = small.selection(30)
-    np.testing.assert_array_equal(ys, y[900:930])  # too little training data: falls back to held-out
+    np.testing.assert_array_equal(ys, y[900:930])  # a split with too little training data falls back to held-out
+    given = DataBundle(x[:50], y[:50], x[900:], y[900:])  # the caller's validation data: never selected on
+    xs, ys = given.selection(30)
+    np.testing.assert_array_equal(ys, y[:30])
+
+
+def test_validation_data_is_never_trained_or_calibrated_on():
+    """Sentinel values: validation inputs are negative, training inputs positive."""
+    x = np.arange(1, 601, dtype=np.float32).reshape(600, 1)
+    y = np.arange(600) % 10
+    xv = -np.arange(1, 201, dtype=np.float32).reshape(200, 1)
+    yv = np.arange(200) % 10
+    b = make_bundle((x, y), (xv, yv))
+    assert b.independent_validation and b.validation_source == "validation_data"
+    assert (b.x_train > 0).all() and len(b.x_train) == 600  # all of `data` trains; nothing is held out of it
+    assert (b.x_eval < 0).all() and len(b.x_eval) == 200
+    assert (b.calibration() > 0).all() and (b.selection(500)[0] > 0).all()
+    tiny = make_bundle((x[:10], y[:10]), (xv, yv))
+    assert (tiny.calibration() > 0).all() and (tiny.selection(100)[0] > 0).all()
+
+
+def test_split_says_so_and_validation_needs_labels_when_data_has_them():
+    x = np.zeros((100, 2), np.float32)
+    b = make_bundle((x, np.zeros(100, int)))
+    assert b.validation_source == "split" and not b.independent_validation
+    with pytest.raises(DataError, match="validation_data` has none"):
+        make_bundle((x, np.zeros(100, int)), x[:10])
+    with pytest.raises(DataError, match="not both"):
+        make_bundle({"train": (x, None), "eval": (x, None)}, (x, None))

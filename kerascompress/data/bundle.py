@@ -1,9 +1,13 @@
-"""Turn the user's ``data`` argument into calibration, fine-tuning and evaluation splits.
+"""Turn the user's ``data`` and ``validation_data`` into calibration, fine-tuning and validation parts.
 
 ``optimize`` accepts a ``tf.data.Dataset``, an ``(x, y)`` pair of arrays, or ``x``
 alone. Passes need different slices of it (a few hundred calibration samples, a
-training set for fine-tuning, a held-out set to measure accuracy), and the held-out
-part must never be trained on.
+training set for fine-tuning, samples to choose between candidates) and the driver
+needs validation data for its verdicts, which must never be trained or calibrated on.
+As in ``keras.Model.fit``, ``validation_data`` given by the caller is the validation
+part; without it a split of ``data`` is, and the report warns that the original model
+may have been trained on those samples (a memorised baseline makes any budget look
+unreachable).
 """
 from __future__ import annotations
 
@@ -25,6 +29,13 @@ class DataBundle:
     x_eval: Any
     y_eval: Optional[np.ndarray]
     calibration_samples: int = 256
+    #: "validation_data": the caller's own validation data; "split": taken from ``data``.
+    validation_source: str = "validation_data"
+
+    @property
+    def independent_validation(self) -> bool:
+        """True when the validation part is the caller's ``validation_data``."""
+        return self.validation_source == "validation_data"
 
     @property
     def has_labels(self) -> bool:
@@ -35,9 +46,15 @@ class DataBundle:
         return self.y_train is not None and n_samples(self.x_train) > 0
 
     def calibration(self, n: Optional[int] = None) -> Any:
-        """The first ``n`` training inputs (default ``calibration_samples``)."""
+        """The first ``n`` training inputs (default ``calibration_samples``).
+
+        Only a split without training samples falls back to its validation part; the
+        caller's ``validation_data`` is never calibrated on.
+        """
         n = n or self.calibration_samples
-        return take(self.x_train if n_samples(self.x_train) else self.x_eval, n)
+        if n_samples(self.x_train) or self.independent_validation:
+            return take(self.x_train, n)
+        return take(self.x_eval, n)
 
     def selection(self, n: int) -> tuple[Any, Optional[np.ndarray]]:
         """Up to ``n`` samples a pass may use to choose between candidates.
@@ -45,13 +62,16 @@ class DataBundle:
         They come from the training part, after the calibration samples, so the held-out
         part the driver judges the pass on is never used to select: a pass tuned on it
         would look better than it is. Only when the training part is too small (under
-        100 samples past calibration) does it fall back to the held-out part.
+        100 samples past calibration) does it fall back: to the whole training part, or,
+        for a split without training samples, to its held-out part.
         """
         skip = self.calibration_samples
         total = n_samples(self.x_train)
         if total >= skip + 100:
             end = min(total, skip + n)
             return slice_samples(self.x_train, skip, end), None if self.y_train is None else self.y_train[skip:end]
+        if self.independent_validation:
+            return take(self.x_train, n), None if self.y_train is None else self.y_train[:n]
         return take(self.x_eval, n), None if self.y_eval is None else self.y_eval[:n]
 
 
@@ -90,22 +110,38 @@ def _as_arrays(data: Any) -> tuple[Any, Optional[np.ndarray]]:
 
 def make_bundle(
     data: Any,
+    validation_data: Any = None,
     eval_fraction: float = 0.2,
     calibration_samples: int = 256,
     seed: int = 0,
-    max_eval: int = 2000,
+    max_eval: int = 10000,
 ) -> DataBundle:
-    """Split ``data`` into training and held-out evaluation parts, shuffled with ``seed``.
+    """The pipeline's data: ``data`` for training and calibration, ``validation_data`` for verdicts.
 
-    ``data`` may also be a `DataBundle` (returned as is) or a dict with keys
-    ``train`` and ``eval`` holding (x, y) tuples, for users who split themselves.
+    Without ``validation_data`` a shuffled (``seed``) split of ``data`` is held out for
+    validation (``eval_fraction`` of it, at most ``max_eval`` samples) and the bundle
+    says so (``validation_source == "split"``). ``data`` may also be a `DataBundle`
+    (returned as is) or a dict with keys ``train`` and ``eval`` holding (x, y) tuples,
+    for users who split themselves.
     """
     if isinstance(data, DataBundle):
+        if validation_data is not None:
+            raise DataError("give validation_data or a DataBundle holding its own validation part, not both")
         return data
     if isinstance(data, dict) and set(data) >= {"train", "eval"}:
-        xt, yt = _as_arrays(data["train"])
-        xe, ye = _as_arrays(data["eval"])
-        return DataBundle(xt, yt, xe, ye, calibration_samples)
+        if validation_data is not None:
+            raise DataError("give validation_data or data={'train': ..., 'eval': ...}, not both")
+        data, validation_data = data["train"], data["eval"]
+    if validation_data is not None:
+        xt, yt = _as_arrays(data) if data is not None else (None, None)
+        xv, yv = _as_arrays(validation_data)
+        if n_samples(xv) == 0:
+            raise DataError("`validation_data` is empty; give at least a few hundred samples")
+        if xt is None:
+            xt = take(xv, 0)
+        if yt is not None and yv is None:
+            raise DataError("`data` has labels but `validation_data` has none; give (x_val, y_val)")
+        return DataBundle(xt, yt, xv, yv, calibration_samples, "validation_data")
     x, y = _as_arrays(data)
     n = n_samples(x)
     if n < 2:
@@ -118,7 +154,8 @@ def make_bundle(
     pick = lambda a, idx: ([v[idx] for v in a] if isinstance(a, (list, tuple)) else  # noqa: E731
                            {k: v[idx] for k, v in a.items()} if isinstance(a, dict) else np.asarray(a)[idx])
     return DataBundle(
-        pick(x, tr), None if y is None else y[tr], pick(x, ev), None if y is None else y[ev], calibration_samples
+        pick(x, tr), None if y is None else y[tr], pick(x, ev), None if y is None else y[ev], calibration_samples,
+        "split",
     )
 
 

@@ -82,6 +82,27 @@ def _one(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray]) -> Fid
     return Fidelity(float(diff.max()), float(diff.mean()), float(np.mean(rc == cc)), acc, n, ref_acc)
 
 
+def correct_per_sample(outputs: Any, labels: Any, reference: Any = None) -> np.ndarray:
+    """Whether each sample's predicted class is right (first output that has labels).
+
+    Without labels, "right" means agreeing with ``reference`` outputs (top-1), so two
+    candidates can still be compared paired against the original model.
+    """
+    outs = [np.asarray(v) for v in as_list(outputs)]
+    out = outs[0].astype(np.float64)
+    if labels is None:
+        if reference is None:
+            raise DataError("per-sample correctness needs labels or reference outputs")
+        ref = np.asarray(as_list(reference)[0]).astype(np.float64)
+        threshold = 0.5 if (ref.min() >= 0.0 and ref.max() <= 1.0) else 0.0
+        return _classes(out, threshold) == _classes(ref, threshold)
+    y = np.asarray(labels[0] if isinstance(labels, (list, tuple)) and len(outs) > 1 else labels)
+    if len(y) != len(out):
+        raise DataError(f"{len(y)} labels for {len(out)} outputs; they must match")
+    threshold = 0.5 if (out.min() >= 0.0 and out.max() <= 1.0) else 0.0
+    return _classes(out, threshold) == _label_classes(y, out)
+
+
 def compare_outputs(reference: Any, candidate: Any, labels: Any = None) -> Fidelity:
     """Compare candidate outputs with reference outputs (arrays, or lists for several outputs).
 

@@ -19,6 +19,7 @@ REGISTRY = {
     "Cluster": "kerascompress.passes.cluster:Cluster",
     "Sparsity": "kerascompress.passes.sparsity:Sparsity",
     "QuantizationAwareTraining": "kerascompress.passes.qat:QuantizationAwareTraining",
+    "ChannelSearch": "kerascompress.passes.channel_search:ChannelSearch",
 }
 
 

@@ -66,6 +66,18 @@ class BuiltArtifact(Protocol):
         """Outputs on ``x``, run on this host's runtime for the artifact."""
 
 
+class Judgement(Protocol):
+    """The driver's verdict data on a candidate (see `PassContext.judge`): the report's `Metrics`."""
+
+    accuracy: Optional[float]
+    top1_agreement: Optional[float]
+    accuracy_drop: Optional[float]  # paired against the float32 baseline on the validation data
+    accuracy_drop_se: Optional[float]
+    latency_ms: Optional[float]
+    size_bytes: Optional[int]
+    macs: Optional[int]
+
+
 Builder = Callable[["ModelState"], BuiltArtifact]
 #: (label -> artifact, timed runs) -> label -> median milliseconds, timed interleaved.
 Timer = Callable[[Mapping[str, BuiltArtifact], int], Mapping[str, float]]
@@ -88,6 +100,9 @@ class PassContext:
     constraints: Any = None  # the run's `Constraints` (e.g. the accuracy budget a search aims at)
     builder: Optional[Builder] = None
     timer: Optional[Timer] = None
+    judger: Optional[Callable[["ModelState"], Judgement]] = None
+    #: A latency table measured on the device (`kerascompress profile`), as given to `optimize`.
+    latency_table: Any = None
     #: True when this host can stand in for the target, so `time` returns real timings.
     measures_latency: bool = False
 
@@ -99,6 +114,20 @@ class PassContext:
                 "with kerascompress.pipeline.measure.Measurer(...).context()"
             )
         return self.builder(state)
+
+    def judge(self, state: "ModelState") -> Judgement:
+        """The driver's measurement of ``state`` on the validation data (which passes never see).
+
+        Accuracy and its paired drop against the float32 baseline, size, MACs, and latency
+        where this host stands in for the target (timed interleaved with the baseline).
+        A search decides with it exactly as the driver will judge its result.
+        """
+        if self.judger is None:
+            raise KerasCompressError(
+                "this pass needs the driver's verdicts on validation data: run it through kc.optimize, or make its "
+                "context with kerascompress.pipeline.measure.Measurer(...).context()"
+            )
+        return self.judger(state)
 
     def time(self, artifacts: Mapping[str, BuiltArtifact], runs: int = 50) -> dict[str, float]:
         """Median latency (ms) of each artifact on the target's runtime, all timed interleaved in one run.

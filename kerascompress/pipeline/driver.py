@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from kerascompress import targets as targets_lib
 from kerascompress.data.bundle import check_inputs, make_bundle
-from kerascompress.data.samples import take
+from kerascompress.data.samples import n_samples, take
 from kerascompress.errors import (
     KerasCompressError,
     UnsupportedModelError,
@@ -32,10 +32,11 @@ from kerascompress.passes.base import ModelState, Pass, PassContext
 from kerascompress.pipeline.artifacts import Artifact
 from kerascompress.pipeline.measure import Measurer
 from kerascompress.pipeline.outputs import write_outputs
+from kerascompress.pipeline.plots import write_search_plot
 from kerascompress.pipeline.recipes import load_recipe
 from kerascompress.pipeline.report import Metrics, Report, StepRecord
 from kerascompress.pipeline.types import Constraints, OptimizeResult
-from kerascompress.pipeline.verdicts import constraints_met, verdict
+from kerascompress.pipeline.verdicts import accuracy_noise_note, constraints_met, verdict
 
 
 def _printer(verbose: bool) -> Callable[[str], None]:
@@ -52,21 +53,30 @@ def optimize(
     model: Any,
     target: Any = "auto",
     data: Any = None,
+    validation_data: Any = None,
     recipe: str | Path | Sequence[Pass] = "default",
     constraints: Optional[Constraints] = None,
     output_dir: Optional[str | Path] = None,
     strict: bool = False,
     verbose: bool = True,
     latency_runs: int = 50,
-    eval_samples: int = 1000,
+    eval_samples: Optional[int] = None,
     seed: int = 0,
+    latency_table: Any = None,
 ) -> OptimizeResult:
     """Compress ``model`` for ``target``; see docs/usage.md for the full contract.
 
     ``model``: a Functional/Sequential keras.Model or a .keras/.h5 path (never modified).
     ``target``: "auto", a profile name, a YAML path or a `Target`.
     ``data``: (x, y) arrays, x alone, a tf.data.Dataset, or a `DataBundle`; used for
-    calibration, fine-tuning and held-out evaluation (a held-out part is never trained on).
+    calibration, fine-tuning and choosing between candidates.
+    ``validation_data``: (x_val, y_val), as in ``keras.Model.fit``: every accuracy verdict
+    is judged on all of it (paired against the float32 baseline) and nothing trains or
+    calibrates on it. Without it a split of ``data`` is held out, and the report warns
+    that the original model may have been trained on those samples.
+    ``eval_samples``: judge on the first N validation samples only (default: all).
+    ``latency_table``: a JSON file written by ``kerascompress profile`` on the target
+    device, used by the search for a target this host cannot stand in for.
     ``recipe``: a recipe name, a YAML path, or a list of pass objects.
     ``strict``: raise `UnsupportedOnTarget` instead of skipping a pass the target cannot use.
     """
@@ -77,7 +87,7 @@ def optimize(
     tgt = targets_lib.resolve(target)
     constraints = constraints or Constraints()
     pass_list = load_recipe(recipe)
-    bundle = make_bundle(data, seed=seed) if data is not None else None
+    bundle = make_bundle(data, validation_data, seed=seed) if data is not None or validation_data is not None else None
     if bundle is not None:
         check_inputs(bundle.x_eval, [tuple(t.shape) for t in original.inputs])
 
@@ -86,10 +96,11 @@ def optimize(
     state = ModelState(copy_model(original))
     progress("exporting and measuring the float32 baseline")
     baseline_artifact = measurer.build(state)
-    baseline = measurer.measure(state, baseline_artifact)
+    baseline = measurer.measure(state, baseline_artifact, baseline=True)
     timing = measurer.time({"baseline": baseline_artifact})
     if timing:
         baseline.latency_ms, baseline.latency_p90_ms = timing["baseline"].median_ms, timing["baseline"].p90_ms
+        measurer.baseline_latency_ms = baseline.latency_ms
 
     report = Report(
         model_name=original.name,
@@ -102,6 +113,12 @@ def optimize(
             "no data given: fidelity is measured on random inputs and passes that need data (int8 calibration, "
             "fine-tuning) are skipped; pass data=(x, y) for accuracy-checked results"
         )
+    elif not bundle.independent_validation:
+        report.notes.append(
+            f"validation data: {n_samples(bundle.x_eval)} samples split from `data`. If the original model was trained "
+            "on them its baseline accuracy is optimistic (memorised) and the accuracy budget judges compression "
+            "against it: pass validation_data=(x_val, y_val) that the model never saw for an honest verdict"
+        )
     if is_tf_keras_model(original):
         report.notes.extend(TF_KERAS_NOTES)
     if not measurer.measures_latency:
@@ -110,7 +127,8 @@ def optimize(
             f"stand in for it; measure on the device with `kerascompress validate`"
         )
 
-    ctx = measurer.context(data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints)
+    ctx = measurer.context(data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints,
+                           latency_table=latency_table)
     current, current_artifact, current_metrics = state, baseline_artifact, baseline
     for p in pass_list:
         record = _run_pass(p, current, current_artifact, current_metrics, baseline, ctx, measurer, constraints, strict)
@@ -136,6 +154,10 @@ def optimize(
         out, current, current_artifact, baseline_artifact, tgt, report, progress, take(measurer.x_eval, 8)
     )
     report.artifacts = {k: (str(v) if v else None) for k, v in artifacts.items()}
+    plot = write_search_plot(report, out / "search.png", constraints.latency_budget_ms(baseline.latency_ms),
+                             constraints.size_budget_bytes(baseline.size_bytes))
+    if plot is not None:
+        report.figures["search"] = plot.name
     write_text_atomic(out / "report.json", report.to_json())
     write_text_atomic(out / "report.md", report.to_markdown())
     if weights_digest(original) != digest:  # a defect in a pass, never the user's fault
@@ -183,6 +205,12 @@ def _run_pass(
     ctx.progress(f"{p.name}: running ({gate.reason})" if gate.reason else f"{p.name}: running")
     try:
         output = p.apply(state, ctx)
+        if output.state is state:  # nothing to keep: e.g. a search where no candidate kept the budget
+            record.details = output.details
+            record.reason = str(output.details.get("nothing_passed") or output.details.get("reason")
+                                or "the pass left the model unchanged")
+            record.seconds = time.monotonic() - start
+            return _Outcome(record)
         new_artifact = measurer.build(output.state)
         after = measurer.measure(output.state, new_artifact)
     except Exception as exc:  # a failing pass must not take the whole run down; strict mode re-raises
@@ -201,6 +229,9 @@ def _run_pass(
         after.latency_ms, after.latency_p90_ms = timing["after"].median_ms, timing["after"].p90_ms
     record.after, record.latency_ratio = after, ratio
     why_not = verdict(before, after, baseline, ratio, gate, constraints)
+    noise = accuracy_noise_note(after, constraints)
+    if noise:
+        record.details["accuracy_verdict"] = noise
     record.seconds = time.monotonic() - start
     if why_not:
         record.status, record.reason = "rolled back", why_not

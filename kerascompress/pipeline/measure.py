@@ -11,9 +11,10 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from kerascompress.data.bundle import DataBundle
-from kerascompress.data.samples import take
+from kerascompress.data.samples import n_samples, take
 from kerascompress.graph.counting import count_model
-from kerascompress.metrics.fidelity import compare_outputs
+from kerascompress.metrics.fidelity import compare_outputs, correct_per_sample
+from kerascompress.metrics.statistics import accuracy_standard_error, paired_difference
 from kerascompress.models.kinds import is_tf_keras_model
 from kerascompress.models.tf_keras import count_tf_keras
 from kerascompress.passes.base import ModelState, PassContext
@@ -32,7 +33,7 @@ class Measurer:
         original: Any,
         target: Target,
         bundle: Optional[DataBundle],
-        eval_samples: int,
+        eval_samples: Optional[int],
         latency_runs: int,
         progress: Callable[[str], None],
         seed: int = 0,
@@ -42,22 +43,33 @@ class Measurer:
         self.progress = progress
         self.measures_latency = target.runs_here()
         if bundle is not None:
-            self.x_eval = take(bundle.x_eval, eval_samples)
-            self.y_eval = None if bundle.y_eval is None else bundle.y_eval[:eval_samples]
+            n = n_samples(bundle.x_eval) if eval_samples is None else eval_samples
+            self.x_eval = take(bundle.x_eval, n)
+            self.y_eval = None if bundle.y_eval is None else bundle.y_eval[:n]
             self.calibration = bundle.calibration()
         else:
             self.x_eval = random_inputs(original, 64, seed)
             self.y_eval = None
             self.calibration = None
-        self.reference = original.predict(self.x_eval, batch_size=64, verbose=0)
+        self.reference = original.predict(self.x_eval, batch_size=256, verbose=0)
+        #: Per-sample correctness of the float32 baseline artifact, for paired comparisons.
+        self.baseline_correct: Optional[np.ndarray] = None
+        self.baseline_artifact: Optional[Artifact] = None
+        self.baseline_latency_ms: Optional[float] = None
 
     def build(self, state: ModelState) -> Artifact:
         return build_artifact(state, self.target, self.calibration)
 
-    def measure(self, state: ModelState, artifact: Artifact) -> Metrics:
+    def measure(self, state: ModelState, artifact: Artifact, baseline: bool = False) -> Metrics:
+        """Metrics of ``state`` exported as ``artifact``; ``baseline=True`` records it as the float32 reference."""
         params, macs = count(state.model)
         outputs = artifact.predict(self.x_eval)
         fid = compare_outputs(self.reference, outputs, labels=self.y_eval)
+        correct = correct_per_sample(outputs, self.y_eval, self.reference)
+        if baseline:
+            self.baseline_correct, self.baseline_artifact = correct, artifact
+        diff = paired_difference(self.baseline_correct, correct) if self.baseline_correct is not None else None
+        score = fid.accuracy if fid.accuracy is not None else fid.top1_agreement
         return Metrics(
             params=params,
             macs=macs,
@@ -68,6 +80,10 @@ class Measurer:
             top1_agreement=None if fid.top1_agreement is None else float(fid.top1_agreement),
             max_abs_error=float(fid.max_abs_error),
             runtime="litert" if artifact.kind == "tflite" else "onnxruntime (numerics of the TensorRT ONNX)",
+            samples=int(fid.n),
+            accuracy_se=accuracy_standard_error(score, fid.n),
+            accuracy_drop=None if diff is None else diff.drop,
+            accuracy_drop_se=None if diff is None else diff.standard_error,
         )
 
     def time(self, artifacts: Mapping[str, Artifact], runs: Optional[int] = None) -> dict[str, LatencyStats]:
@@ -77,9 +93,25 @@ class Measurer:
         runs = self.latency_runs if runs is None else runs
         return compare_latency({k: a.data for k, a in artifacts.items()}, runs=runs, warmup=max(3, runs // 10))
 
+    def judge(self, state: ModelState) -> Metrics:
+        """Build, measure on the validation data, and time ``state`` interleaved with the baseline.
+
+        The latency is the candidate's ratio to the baseline in this run times the
+        baseline's latency measured at the start, so candidates timed at different
+        moments of a drifting machine stay comparable.
+        """
+        artifact = self.build(state)
+        metrics = self.measure(state, artifact)
+        if self.baseline_artifact is not None:
+            timing = self.time({"baseline": self.baseline_artifact, "candidate": artifact})
+            if timing and self.baseline_latency_ms:
+                ratio = timing["candidate"].median_ms / timing["baseline"].median_ms
+                metrics.latency_ms = ratio * self.baseline_latency_ms
+        return metrics
+
     def context(self, **fields: Any) -> PassContext:
-        """A `PassContext` whose `build` and `time` are this measurer's."""
-        return PassContext(target=self.target, builder=self.build, timer=self._median_ms,
+        """A `PassContext` whose `build`, `time` and `judge` are this measurer's."""
+        return PassContext(target=self.target, builder=self.build, timer=self._median_ms, judger=self.judge,
                            measures_latency=self.measures_latency, **fields)
 
     def _median_ms(self, artifacts: Mapping[str, Any], runs: int) -> dict[str, float]:

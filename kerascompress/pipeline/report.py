@@ -27,10 +27,15 @@ class Metrics:
     gzip_bytes: Optional[int] = None
     latency_ms: Optional[float] = None  # median on the target runtime, when it runs here
     latency_p90_ms: Optional[float] = None
-    accuracy: Optional[float] = None  # on held-out labelled data
+    accuracy: Optional[float] = None  # on the validation data (labelled)
     top1_agreement: Optional[float] = None  # with the original Keras model
     max_abs_error: Optional[float] = None  # against the original Keras model's outputs
     runtime: str = ""
+    samples: Optional[int] = None  # validation samples the accuracy was measured on
+    accuracy_se: Optional[float] = None  # binomial standard error of `accuracy`
+    #: Paired against the float32 baseline on the same samples (positive = worse), and its standard error.
+    accuracy_drop: Optional[float] = None
+    accuracy_drop_se: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -67,6 +72,8 @@ class Report:
     artifacts: dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     constraints_met: dict[str, bool] = dataclasses.field(default_factory=dict)
+    #: File names (next to report.md) of pictures, e.g. {"search": "search.png"}.
+    figures: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def step(self, name: str) -> StepRecord:
         """The first step named ``name`` (KeyError if none)."""
@@ -100,6 +107,7 @@ class Report:
             lines.append(_row(s.name, s.status, m, s.latency_ratio, why))
         if self.final is not None:
             lines.append(_row("**final**", "", self.final, self.final_latency_ratio, "ratio against baseline"))
+        lines += _search_section(self)
         if self.constraints_met:
             lines += ["", "Constraints: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in self.constraints_met.items())]
         if self.artifacts:
@@ -107,6 +115,35 @@ class Report:
         if self.notes:
             lines += ["", "Notes:"] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def _search_section(report: "Report") -> list[str]:
+    """Every candidate a search measured, the chosen one marked, and a link to the picture."""
+    out: list[str] = []
+    for step in report.steps:
+        cands = (step.details or {}).get("candidates")
+        if not cands:
+            continue
+        cm = step.details.get("cost_model", {})
+        out += ["", f"## {step.name}: candidates", ""]
+        out.append(f"Cost model: {cm.get('source', '?')} (unit: {cm.get('unit', '?')}). Accuracy budget: "
+                   f"{step.details.get('budget_points', '?')} points below the float32 baseline, judged on the "
+                   "validation data, paired; ± is a 95% interval.")
+        if step.details.get("nothing_passed"):
+            out.append(f"**No candidate passed**: {step.details['nothing_passed']}.")
+        out += ["", "| # | phase | widths | predicted | latency ms | bytes | accuracy | drop (points) | verdict |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for c in cands:
+            drop, se = c.get("accuracy_drop"), c.get("accuracy_drop_se")
+            drop_text = "-" if drop is None else f"{drop * 100:+.2f}" + (f" ± {1.96 * se * 100:.2f}" if se else "")
+            widths = " ".join(str(w) for w in (c.get("widths") or {}).values())
+            verdict = c.get("verdict", "") + (" **(chosen)**" if c.get("chosen") else "")
+            out.append(f"| {c.get('index')} | {c.get('phase')} | {widths} | {_fmt(c.get('predicted_cost'), '.4g')} | "
+                       f"{_fmt(c.get('latency_ms'), '.4f')} | {_fmt(c.get('size_bytes'), ',')} | "
+                       f"{_fmt(c.get('accuracy'), '.4f')} | {drop_text} | {verdict} |")
+        if report.figures.get("search"):
+            out += ["", f"![accuracy against latency and size]({report.figures['search']})"]
+    return out
 
 
 def _fmt(v: Any, spec: str = "") -> str:

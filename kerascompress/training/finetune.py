@@ -6,6 +6,7 @@ and also works without labels. The caller's model is never touched: we train a c
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Optional, Union
 
 import keras
@@ -14,6 +15,7 @@ import numpy as np
 from kerascompress.data.bundle import DataBundle, _as_arrays
 from kerascompress.data.samples import as_list, index_samples, n_samples
 from kerascompress.errors import DataError
+from kerascompress.metrics.fidelity import correct_per_sample
 from kerascompress.models.copy import copy_model
 from kerascompress.training.losses import (
     distillation_loss,
@@ -62,6 +64,11 @@ def finetune(
     max_samples: Optional[int] = None,
     progress: Progress = True,
     seed: int = 0,
+    monitor: Any = None,
+    patience: int = 1,
+    min_delta: float = 0.0005,
+    schedule: str = "constant",
+    history: Optional[list] = None,
 ) -> keras.Model:
     """Train a copy of ``model`` for ``epochs`` and return it; ``model`` is not modified.
 
@@ -70,6 +77,14 @@ def finetune(
     a teacher and no labels it is pure distillation. Without a teacher labels are
     required. ``progress``: True prints a bar per epoch, a callable receives one line per
     epoch, False is silent.
+
+    ``monitor``: (x, y) held out of training (never the caller's validation data): after
+    each epoch the student is scored on it (accuracy with labels, else top-1 agreement
+    with the teacher); training stops once the score has not improved by ``min_delta``
+    for ``patience`` epochs, and the best epoch's weights are returned, so ``epochs`` is
+    a ceiling, not a fixed length. ``schedule``: "constant" or "cosine" (the learning
+    rate decays to zero over ``epochs``). ``history``: a list that receives one dict per
+    epoch (loss, monitor score, seconds).
     """
     import tensorflow as tf
 
@@ -88,9 +103,15 @@ def finetune(
     probs = [looks_like_probabilities(keras.ops.convert_to_numpy(p)) for p in probe]
     w_task = 0.0 if ys is None else (alpha if teacher is not None else 1.0)
     w_kd = 0.0 if teacher is None else (1.0 - w_task)
-    optimizer = keras.optimizers.Adam(learning_rate)
+    steps = max(1, n // batch_size)
+    if schedule not in ("constant", "cosine"):
+        raise DataError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    rate = (keras.optimizers.schedules.CosineDecay(learning_rate, steps * max(1, epochs)) if schedule == "cosine"
+            else learning_rate)
+    optimizer = keras.optimizers.Adam(rate)
 
-    def step(xb, yb, tb):
+    def step(xb, yb):
+        tb = as_list(teacher(xb, training=False)) if teacher is not None else [0.0] * len(probs)
         with tf.GradientTape() as tape:
             outs = as_list(student(xb, training=True))
             loss = 0.0
@@ -106,9 +127,15 @@ def finetune(
 
     rng = np.random.default_rng(seed)
     # Whole batches only (one graph trace); tracing costs seconds, so tiny runs stay eager.
-    steps = max(1, n // batch_size)
     run = tf.function(step, reduce_retracing=True) if steps * epochs >= 64 else step
+    scorer = _Scorer(monitor, teacher) if monitor is not None else None
+    best_score, best_weights, stale = -np.inf, None, 0
+    if scorer is not None:  # the starting point competes too: fine-tuning that only hurts is undone
+        best_score, best_weights = scorer(student), student.get_weights()
+        if history is not None:
+            history.append({"epoch": 0, "monitor": best_score})
     for epoch in range(epochs):
+        started = time.monotonic()
         order = rng.permutation(n)
         bar = keras.utils.Progbar(steps, verbose=1 if progress is True else 0)
         total = 0.0
@@ -116,10 +143,39 @@ def finetune(
             idx = order[s * batch_size : (s + 1) * batch_size]
             xb = index_samples(x, idx)
             yb = [np.asarray(a)[idx] for a in ys] if ys is not None else [0.0] * len(probs)
-            tb = as_list(teacher(xb, training=False)) if teacher is not None else [0.0] * len(probs)
-            loss = float(run(xb, yb, tb))
+            loss = float(run(xb, yb))
             total += loss
             bar.update(s + 1, [("loss", loss)])
+        record = {"epoch": epoch + 1, "loss": total / steps, "seconds": round(time.monotonic() - started, 2)}
+        if scorer is not None:
+            record["monitor"] = score = scorer(student)
+            if score > best_score + min_delta:
+                best_score, best_weights, stale = score, student.get_weights(), 0
+            else:
+                stale += 1
+        if history is not None:
+            history.append(record)
         if progress is not True:
-            report(f"finetune epoch {epoch + 1}/{epochs}: loss {total / steps:.4f}")
+            extra = f", monitor {record['monitor']:.4f}" if "monitor" in record else ""
+            report(f"finetune epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}{extra}")
+        if scorer is not None and stale >= patience:
+            break
+    if best_weights is not None:
+        student.set_weights(best_weights)
     return student
+
+
+class _Scorer:
+    """Scores a student on held-out training samples: accuracy with labels, else agreement with the teacher."""
+
+    def __init__(self, monitor: Any, teacher: Optional[keras.Model]) -> None:
+        x, y = monitor if isinstance(monitor, tuple) else (monitor, None)
+        if y is None and teacher is None:
+            raise DataError("a monitor set without labels needs a teacher to agree with")
+        self.x = x
+        reference = None if y is not None else teacher.predict(x, batch_size=256, verbose=0)
+        self.y, self.reference = y, reference
+
+    def __call__(self, student: keras.Model) -> float:
+        out = student.predict(self.x, batch_size=256, verbose=0)
+        return float(np.mean(correct_per_sample(out, self.y, self.reference)))
