@@ -24,11 +24,19 @@ flags.DEFINE_integer("epochs", 3, "demo: training epochs for the Fashion-MNIST C
 flags.DEFINE_integer("train_limit", None, "demo: train on the first N Fashion-MNIST images (default: all 60000).")
 flags.DEFINE_string("cache_dir", None, "demo: where the trained model is cached (default ~/.cache/kerascompress).")
 flags.DEFINE_bool("strict", False, "Fail instead of skipping passes the target cannot use.")
+flags.DEFINE_float("max_latency_ms", None, "Latency budget in milliseconds on the target's runtime.")
+flags.DEFINE_float("latency_ratio", None, "Latency budget as a fraction of the float32 baseline (0.2 = a fifth).")
+flags.DEFINE_integer("max_size_bytes", None, "Size budget of the deployable file in bytes.")
+flags.DEFINE_float("size_ratio", None, "Size budget as a fraction of the float32 baseline's file.")
+flags.DEFINE_enum("objective", "latency", ["latency", "size"], "What the search minimises.")
+flags.DEFINE_float("max_search_seconds", 1200.0, "Wall-clock budget of the search.")
+flags.DEFINE_string("latency_table", None, "optimize: a latency table from `kerascompress profile` on the device.")
 
 USAGE = """usage:
   kerascompress optimize MODEL [--target T] [--out DIR] [--recipe R] [--data D]
   kerascompress validate ARTIFACT --reference MODEL [--data D]
   kerascompress targets
+  kerascompress profile MODEL [--out table.json]    (on the target device: its per-group latency table)
   kerascompress demo [--out DIR] [--epochs N]
 """
 
@@ -41,8 +49,8 @@ def _load_data(spec: Optional[str]) -> Any:
     from kerascompress.errors import DataError
     from kerascompress.examples import datasets
 
-    if spec == "fashion_mnist":
-        xt, yt = datasets.fashion_mnist("train", limit=10000)
+    if spec == "fashion_mnist":  # the test split is the validation data: never trained or calibrated on
+        xt, yt = datasets.fashion_mnist("train")
         xe, ye = datasets.fashion_mnist("test")
         return DataBundle(xt, yt, xe, ye)
     if spec == "digits":
@@ -82,10 +90,15 @@ def cmd_optimize(model_path: str) -> int:
         target=FLAGS.target,
         data=_load_data(FLAGS.data),
         recipe=FLAGS.recipe,
-        constraints=kc.Constraints(max_accuracy_drop=FLAGS.max_accuracy_drop),
+        constraints=kc.Constraints(
+            max_accuracy_drop=FLAGS.max_accuracy_drop, max_latency_ms=FLAGS.max_latency_ms,
+            latency_ratio=FLAGS.latency_ratio, max_size_bytes=FLAGS.max_size_bytes, size_ratio=FLAGS.size_ratio,
+            objective=FLAGS.objective, max_search_seconds=FLAGS.max_search_seconds,
+        ),
         output_dir=FLAGS.out or "kerascompress_out",
         strict=FLAGS.strict,
         latency_runs=FLAGS.runs,
+        latency_table=FLAGS.latency_table,
     )
     print(result.report.to_markdown())
     return 0
@@ -102,6 +115,15 @@ def cmd_validate(artifact: str) -> int:
         data = (data.x_eval, data.y_eval)
     result = kc.validate(artifact, reference=FLAGS.reference, data=data, num_threads=FLAGS.threads, runs=FLAGS.runs)
     print(json.dumps(_plain(result), indent=2, default=str))
+    return 0
+
+
+def cmd_profile(model_path: str) -> int:
+    from kerascompress.pipeline.profile import profile_latency
+
+    out = FLAGS.out or "latency_table.json"
+    table = profile_latency(model_path, target=FLAGS.target, path=out, runs=FLAGS.runs)
+    print(f"{len(table.curves)} channel groups, full model {table.base:.4f} {table.unit}; written to {out}")
     return 0
 
 
@@ -147,6 +169,8 @@ def main(argv: Sequence[str]) -> int:
             return cmd_optimize(rest[0])
         if command == "validate" and len(rest) == 1:
             return cmd_validate(rest[0])
+        if command == "profile" and len(rest) == 1:
+            return cmd_profile(rest[0])
     except KerasCompressError as exc:
         print(f"kerascompress: error: {exc}", file=sys.stderr)
         return 1

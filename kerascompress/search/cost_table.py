@@ -27,7 +27,7 @@ from kerascompress.fileio import write_text_atomic
 from kerascompress.graph.channel_groups import ChannelGroups
 from kerascompress.graph.counting import count_model
 from kerascompress.graph.model_graph import ModelGraph
-from kerascompress.graph.prune_channels import cost_fractions, removed_units
+from kerascompress.graph.prune_channels import cost_fractions, prune_channels, removed_units
 from kerascompress.search.widths import keep_for, pruned_model
 
 #: Units a table may be in.
@@ -190,24 +190,42 @@ def counted_table(
     unit: str = "macs",
     bytes_per_param: float = 4.0,
 ) -> CostTable:
-    """MAC or byte curves counted from the graph (exact for MACs and weights; no runtime involved)."""
+    """MAC or byte curves counted from the graph, no runtime involved.
+
+    Bytes are exact: the weights of the pruned graph, counted once per layer, times
+    ``bytes_per_param``. MACs scale each layer's count by the fraction of its input and
+    output channels kept (biases and other small terms are not rescaled).
+    """
     if unit not in ("macs", "bytes"):
         raise ConfigError(f"a counted table is in macs or bytes, not {unit!r}")
-    cost = count_model(graph)
-    kind = "macs" if unit == "macs" else "params"
-    per_node = np.array([getattr(cost.nodes[n], kind) if n in cost.nodes else 0 for n in groups.order], float)
-    scale = 1.0 if unit == "macs" else float(bytes_per_param)
-    base = float(per_node.sum()) * scale
     ones = {g.id: np.arange(g.size) for g in groups.prunable}
     curves = {}
+    if unit == "bytes":
+        base = _weights_of(graph) * float(bytes_per_param)
+        for gid, ws in steps.items():
+            costs = [_weights_of(prune_channels(graph, groups, keep_for(ones, {gid: w}))) * float(bytes_per_param)
+                     for w in ws]
+            curves[gid] = (list(ws), costs)
+        return CostTable(signature, unit, base, curves, f"counted parameters x {bytes_per_param:g} bytes")
+    cost = count_model(graph)
+    per_node = np.array([cost.nodes[n].macs if n in cost.nodes else 0 for n in groups.order], float)
+    base = float(per_node.sum())
     for gid, ws in steps.items():
         costs = []
         for w in ws:
             fr = cost_fractions(groups, graph, removed_units(groups, keep_for(ones, {gid: w})))
-            costs.append(float(np.dot(per_node, [fr[n] for n in groups.order])) * scale)
+            costs.append(float(np.dot(per_node, [fr[n] for n in groups.order])))
         curves[gid] = (list(ws), costs)
-    source = "counted MACs" if unit == "macs" else f"counted parameters x {bytes_per_param:g} bytes"
-    return CostTable(signature, unit, base, curves, source)
+    return CostTable(signature, unit, base, curves, "counted MACs")
+
+
+def _weights_of(graph: ModelGraph) -> float:
+    """Number of weight values in a graph, each layer counted once (shared layers are one layer)."""
+    seen: dict[str, int] = {}
+    for node in graph.nodes.values():
+        if node.layer_name not in seen:
+            seen[node.layer_name] = int(sum(np.size(w) for w in (node.weights or [])))
+    return float(sum(seen.values()))
 
 
 def estimate_from_macs(table: CostTable) -> CostTable:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from kerascompress.data.samples import as_list
+from kerascompress.data.samples import as_list, n_samples, slice_samples
 
 
 def _probabilities(out: np.ndarray) -> np.ndarray:
@@ -45,11 +45,19 @@ class DamageProbe:
     def __init__(self, original: keras.Model, x: Any, batch_size: int = 256) -> None:
         self.x = x
         self.batch_size = batch_size
-        self.reference = original.predict(x, batch_size=batch_size, verbose=0)
+        self.reference = self._outputs(original)
         self.curves: dict[int, dict[int, float]] = {}
 
+    def _outputs(self, model: keras.Model) -> Any:
+        """Outputs on the probe samples, called eagerly in batches (no per-model graph tracing)."""
+        n = n_samples(self.x)
+        parts = [as_list(model(slice_samples(self.x, i, i + self.batch_size), training=False))
+                 for i in range(0, n, self.batch_size)]
+        outs = [np.concatenate([keras.ops.convert_to_numpy(p[k]) for p in parts]) for k in range(len(parts[0]))]
+        return outs[0] if len(outs) == 1 else outs
+
     def __call__(self, gid: int, width: int, model: keras.Model) -> float:
-        damage = output_damage(self.reference, model.predict(self.x, batch_size=self.batch_size, verbose=0))
+        damage = output_damage(self.reference, self._outputs(model))
         self.curves.setdefault(gid, {})[int(width)] = damage
         return damage
 
