@@ -152,6 +152,7 @@ class _Search:
         #: Path index -> (candidate, briefly distilled model) that the final phase may continue from.
         self.ranked: dict[int, tuple[dict[str, Any], keras.Model]] = {}
         self.epoch_seconds: Optional[float] = None
+        self.stopped_by_time = False
         self._split_data()
 
     # ------------------------------------------------------------------ data
@@ -292,8 +293,9 @@ class _Search:
         while hi - lo > 1 and evaluated < p.max_candidates:
             if path[lo].cost <= path[hi].cost * (1.0 + p.tolerance):
                 break
-            if self._time_left() < 2 * self._final_seconds():
+            if self._time_left() <= 0 or (self.epoch_seconds is not None and self._time_left() < 2 * self._final_seconds()):
                 self.ctx.progress("channel search: time budget reached; stopping the bisection")
+                self.stopped_by_time = True
                 break
             target = math.sqrt(max(path[lo].cost, 1e-12) * max(path[hi].cost, 1e-12))
             mid = min(range(lo + 1, hi), key=lambda i: abs(path[i].cost - target))
@@ -367,10 +369,16 @@ class _Search:
             "macs_before": int(before.macs),
             "params_before": int(before.params),
             "seconds": round(time.monotonic() - self.started, 1),
+            "stopped_by_time_budget": self.stopped_by_time,
             "widths_original": describe_widths(self.groups, full_widths(self.groups)),
         }
         if final.get("chosen"):
             out["chosen"] = final
+        elif not self.candidates:
+            out["nothing_passed"] = (
+                f"the time budget (max_search_seconds={self.deadline - self.started:.0f}) ran out before a candidate "
+                "was tried; the model is left unpruned"
+            )
         else:
             out["nothing_passed"] = (
                 "no pruned candidate kept the accuracy budget; the model is left unpruned"

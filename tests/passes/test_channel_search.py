@@ -107,7 +107,8 @@ def test_time_budget_stops_the_search(digits_cnn, digits_data):
     state = ModelState(digits_cnn)
     out = _search().apply(state, _ctx(digits_cnn, digits_data, judge, max_search_seconds=0.001))
     assert [c for c in out.details["candidates"] if c["phase"] == "rank"] == []
-    assert out.state is state
+    assert out.state is state and out.details["stopped_by_time_budget"]
+    assert "time budget (max_search_seconds=0) ran out before a candidate was tried" in out.details["nothing_passed"]
 
 
 def test_size_objective_counts_bytes_at_the_precision(digits_cnn, digits_data):
