@@ -29,7 +29,8 @@ class WeightConstraintPass(Pass):
     first and last eligible layer (small and sensitive); ``min_weights`` skips smaller
     kernels. ``finetune_epochs`` > 0 fine-tunes on the pipeline's training split
     (needs labels) with ``learning_rate``, ``batch_size``, ``freeze_batchnorm``,
-    ``distill_weight`` (weight of distillation from the original model) and
+    ``distill_weight`` (weight of distillation from the original model: half by
+    default, as for every pass that changes weights; 0 trains on labels only) and
     ``max_steps_per_epoch``.
     """
 
@@ -48,7 +49,7 @@ class WeightConstraintPass(Pass):
         learning_rate: float = 1e-4,
         batch_size: int = 64,
         freeze_batchnorm: bool = False,
-        distill_weight: float = 0.0,
+        distill_weight: float = 0.5,
         max_steps_per_epoch: Optional[int] = None,
     ) -> None:
         self.skip_layers = tuple(skip_layers)
