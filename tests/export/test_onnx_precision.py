@@ -11,13 +11,13 @@ keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 
 from onnx import numpy_helper  # noqa: E402
-from test_onnx_export import mobilenet_v2, small_cnn  # noqa: E402
 
 from kerascompress.errors import ExportError  # noqa: E402
 from kerascompress.export.onnx import to_onnx  # noqa: E402
 from kerascompress.export.onnx_precision import describe_precision  # noqa: E402
 from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
 from kerascompress.runtime.onnx_runner import OnnxModel  # noqa: E402
+from tests.helpers.models import mobilenet_v2, small_cnn  # noqa: E402
 
 
 @pytest.fixture(scope="module")

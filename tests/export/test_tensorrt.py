@@ -13,8 +13,6 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from test_onnx_export import small_cnn  # noqa: E402
-
 from kerascompress.errors import UnsupportedOnTarget  # noqa: E402
 from kerascompress.export.onnx import to_onnx  # noqa: E402
 from kerascompress.export.tensorrt import (  # noqa: E402
@@ -26,6 +24,7 @@ from kerascompress.export.tensorrt import (  # noqa: E402
 )
 from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
 from kerascompress.targets.target import Kernel, Target  # noqa: E402
+from tests.helpers.models import small_cnn  # noqa: E402
 
 F, S = Kernel.FAST, Kernel.STORAGE
 

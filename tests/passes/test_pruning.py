@@ -10,6 +10,7 @@ from kerascompress.examples import zoo
 from kerascompress.passes.base import ModelState, PassContext
 from kerascompress.passes.pruning import ChannelPruning, round_width
 from kerascompress.targets.target import Target
+from tests.helpers.exactness import randomize
 
 CPU8 = Target("cpu8", channel_multiple=8)
 
@@ -20,8 +21,6 @@ def _ctx(target=CPU8, data=None, teacher=None):
 
 @pytest.fixture(scope="module")
 def model():
-    from test_prune_channels import randomize
-
     return randomize(zoo.residual_cnn(width=16), seed=3)
 
 
@@ -90,8 +89,6 @@ def test_targets_are_met(model, kind):
 def test_data_needed_for_taylor_and_finetune(model):
     with pytest.raises(DataError):
         ChannelPruning(0.3, criterion="taylor").apply(ModelState(model), _ctx())
-    from test_prune_channels import randomize
-
     small = randomize(zoo.residual_cnn(input_shape=(12, 12, 1), width=8), seed=1)
     rng = np.random.default_rng(0)
     data = make_bundle((rng.random((64, 12, 12, 1), dtype=np.float32), rng.integers(0, 10, 64)), calibration_samples=16)

@@ -8,6 +8,7 @@ from keras import layers as L
 from kerascompress.graph.channel_groups import find_channel_groups
 from kerascompress.graph.layer_rules import ChannelwiseRule, register_layer_rule
 from kerascompress.graph.model_graph import ModelGraph
+from tests.helpers.exactness import check_exact
 
 
 def groups_of(model):
@@ -131,8 +132,6 @@ def test_registered_rule_makes_custom_layer_prunable():
     model.get_layer("scale").set_weights([np.arange(1, 9, dtype="float32")])
     groups = groups_of(model)
     assert by_producer(groups)["y"].prunable
-
-    from test_prune_channels import check_exact
 
     _, _, keep, pruned = check_exact(model, seed=2)
     assert pruned.get_layer("scale").get_weights()[0].shape[0] == pruned.get_layer("y").filters

@@ -6,13 +6,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from test_onnx_export import small_cnn, two_in_two_out  # noqa: E402
-
 from kerascompress.errors import DataError  # noqa: E402
 from kerascompress.export.onnx import to_onnx  # noqa: E402
 from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
 from kerascompress.runtime.onnx_runner import OnnxModel  # noqa: E402
 from kerascompress.runtime.stats import LatencyStats  # noqa: E402
+from tests.helpers.models import small_cnn, two_in_two_out  # noqa: E402
 
 
 @pytest.fixture(scope="module")
