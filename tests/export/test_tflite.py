@@ -10,6 +10,7 @@ from keras import layers
 
 from kerascompress.errors import ConfigError, DataError, ExportError
 from kerascompress.export.tflite import _trace, layer_nodes, to_tflite
+from kerascompress.quant import fake_quant as fq
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.runtime.litert import LiteRTModel
 
@@ -232,3 +233,48 @@ def test_folded_layer_warns_instead_of_pretending(digits_data):
         warnings.simplefilter("always")
         to_tflite(model, PrecisionPlan("int8", float_layers=("bn",)), representative_data=digits_data[0][:32])
     assert any("'bn' has no op of its own" in str(w.message) for w in caught)
+
+
+def _input_scale(data):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=data)
+    quant = [t for t in interp.get_tensor_details() if t["name"] == "tfl.quantize"]
+    return float(quant[0]["quantization_parameters"]["scales"][0])
+
+
+def test_tflite_export_uses_the_calibration_method_and_sample_count(heavy_tailed):
+    from kerascompress.export.tflite import to_tflite
+    from kerascompress.quant.plan import PrecisionPlan
+
+    model, x = heavy_tailed
+    scales = {m: _input_scale(to_tflite(model, PrecisionPlan("int8", calibration=m), representative_data=x,
+                                           num_samples=len(x)))
+              for m in ("minmax", "percentile", "mse")}
+    assert scales["minmax"] == pytest.approx((float(x.max()) - float(x.min())) / 255, rel=1e-3)
+    assert scales["percentile"] < 0.9 * scales["minmax"]
+    assert scales["mse"] < 0.99 * scales["minmax"]  # clips the rarest values only
+    # the sample count is honoured: 8 samples see a narrower range than 512
+    few = _input_scale(to_tflite(model, PrecisionPlan("int8"), representative_data=x, num_samples=8))
+    assert few == pytest.approx((float(x[:8].max()) - float(x[:8].min())) / 255, rel=1e-3)
+
+
+def test_litert_refuses_a_plan_mixing_fp16_and_int8(digits_cnn, digits_data):
+    plan = PrecisionPlan("mixed", layer_precisions=(("conv1", "fp16"), ("conv2", "int8")))
+    with pytest.raises(ConfigError, match="fp16"):
+        to_tflite(digits_cnn, plan, representative_data=digits_data[0])
+    ok = PrecisionPlan("mixed", layer_precisions=(("conv1", "fp32"), ("conv2", "int8"), ("fc1", "int8"),
+                                                   ("predictions", "int8")))
+    assert len(to_tflite(digits_cnn, ok, representative_data=digits_data[0][:64])) > 0
+
+
+def test_ops_without_int8_kernels_are_named(digits_data):
+    inp = keras.Input((8, 8, 1), name="image")
+    h = layers.Flatten(name="flatten")(inp)
+    h = layers.Dense(8, name="fc")(h)
+    h = keras.ops.sin(h)
+    model = keras.Model(inp, layers.Dense(3, name="head")(h))
+    q = fq.fake_quant_model(model)
+    fq.calibrate(q, digits_data[0][:64])
+    with pytest.raises(ExportError, match="SIN"):
+        to_tflite(q.model, PrecisionPlan("int8", int8_io=True), representative_data=digits_data[0][:64])

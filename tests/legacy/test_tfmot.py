@@ -1,23 +1,17 @@
-"""`kc.optimize` on a legacy tf_keras (Keras 2) model: same driver and report, tfmot behind Cluster/Sparsity/QAT.
+"""The tfmot session, and `kc.optimize` on a legacy tf_keras (Keras 2) model through it.
 
-Needs tf-keras and tensorflow-model-optimization, which need the full `tensorflow` wheel
-(not tensorflow-cpu): skipped where they are not installed.
+Cluster/Sparsity/QAT on tf_keras models run through tensorflow-model-optimization.
+It needs tf-keras, which needs the full `tensorflow` wheel (not tensorflow-cpu): the
+end-to-end tests are skipped where they are not installed.
 """
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
-_HOW = "pip install 'kerascompress[tfmot]' (needs the full tensorflow wheel, not tensorflow-cpu)"
-pytest.importorskip("tf_keras", reason=f"tf_keras not installed: {_HOW}")
-pytest.importorskip("tensorflow_model_optimization", reason=f"tensorflow-model-optimization not installed: {_HOW}")
-
 import kerascompress as kc  # noqa: E402
-from kerascompress.errors import ConfigError  # noqa: E402
 from kerascompress.export.tflite_inspect import tflite_kernel_stats  # noqa: E402
-from kerascompress.models.copy import copy_model  # noqa: E402
 from kerascompress.models.io import weights_digest  # noqa: E402
 from kerascompress.passes.cluster import Cluster  # noqa: E402
 from kerascompress.passes.lowrank import LowRank  # noqa: E402
@@ -26,31 +20,12 @@ from kerascompress.passes.qat import QuantizationAwareTraining  # noqa: E402
 from kerascompress.passes.quantize import Quantize  # noqa: E402
 from kerascompress.passes.sparsity import Sparsity  # noqa: E402
 from kerascompress.pipeline.types import Constraints  # noqa: E402
-from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
+from kerascompress.legacy.tfmot import missing_reason  # noqa: E402
 from kerascompress.targets import load  # noqa: E402
 
+needs_tfmot = pytest.mark.skipif(missing_reason() is not None, reason=f"tfmot path not installed: {missing_reason()}")
+
 BUDGET = Constraints(max_accuracy_drop=0.03, max_slowdown=100.0)
-
-
-@pytest.fixture(scope="module")
-def legacy_cnn(digits_data):
-    """A tf_keras CNN trained on digits to ~95% (a few seconds)."""
-    import tf_keras
-
-    x, y, _, _ = digits_data
-    tf_keras.utils.set_random_seed(1)
-    inp = tf_keras.Input((8, 8, 1), name="image")
-    h = tf_keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inp)
-    h = tf_keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(h)
-    h = tf_keras.layers.MaxPooling2D(name="pool")(h)
-    h = tf_keras.layers.Flatten(name="flatten")(h)
-    h = tf_keras.layers.Dense(64, activation="relu", name="fc1")(h)
-    out = tf_keras.layers.Dense(10, activation="softmax", name="predictions")(h)
-    model = tf_keras.Model(inp, out, name="legacy_cnn")
-    model.compile(optimizer=tf_keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
-    return model
 
 
 def _run(model, digits_data, recipe, tmp_path, target="x86-avx2"):
@@ -68,26 +43,7 @@ def _steps(result) -> dict:
     return {s.name: s for s in result.report.steps}
 
 
-def test_copy_count_and_float_export_of_a_tf_keras_model(legacy_cnn, digits_data) -> None:
-    from kerascompress.export.tf_keras_tflite import tf_keras_to_tflite
-    from kerascompress.models.tf_keras import count_tf_keras
-
-    clone = copy_model(legacy_cnn)
-    assert type(clone).__module__.startswith("tf_keras") and clone is not legacy_cnn
-    assert weights_digest(clone) == weights_digest(legacy_cnn)
-    params, macs = count_tf_keras(legacy_cnn)
-    assert params == legacy_cnn.count_params()
-    # conv1 8*8*16*9 + conv2 8*8*32*9*16 + fc1 512*64 + predictions 64*10
-    assert macs == 8 * 8 * 16 * 9 + 8 * 8 * 32 * 9 * 16 + 512 * 64 + 64 * 10
-    from kerascompress.runtime.litert import LiteRTModel
-
-    x = digits_data[2][:32]
-    out = LiteRTModel(tf_keras_to_tflite(legacy_cnn, "float32")).predict(x)
-    np.testing.assert_allclose(out, legacy_cnn.predict(x, verbose=0), atol=1e-5)
-    with pytest.raises(ConfigError, match="Keras 3"):
-        tf_keras_to_tflite(legacy_cnn, PrecisionPlan(mode="int8", float_layers=("fc1",)), x)
-
-
+@needs_tfmot
 def test_optimize_clusters_and_quantizes_a_tf_keras_model(legacy_cnn, digits_data, tmp_path) -> None:
     result = _run(legacy_cnn, digits_data, [Cluster(16), Quantize("int8")], tmp_path)
     report = result.report
@@ -108,6 +64,7 @@ def test_optimize_clusters_and_quantizes_a_tf_keras_model(legacy_cnn, digits_dat
     assert (tmp_path / "report.json").exists() and (tmp_path / "report.md").exists()
 
 
+@needs_tfmot
 def test_optimize_2_4_sparsity_and_refuses_structured_passes(legacy_cnn, digits_data, tmp_path) -> None:
     recipe = [ChannelPruning(), LowRank(), Sparsity("2:4", finetune_epochs=1), Quantize("mixed")]
     result = _run(legacy_cnn, digits_data, recipe, tmp_path)
@@ -124,6 +81,7 @@ def test_optimize_2_4_sparsity_and_refuses_structured_passes(legacy_cnn, digits_
     assert steps["quantize:mixed"].status == "skipped" and "Keras 3" in steps["quantize:mixed"].reason
 
 
+@needs_tfmot
 def test_optimize_qat_on_a_tf_keras_model(legacy_cnn, digits_data, tmp_path) -> None:
     result = _run(legacy_cnn, digits_data, [QuantizationAwareTraining(epochs=1)], tmp_path)
     step = _steps(result)["qat"]
@@ -134,8 +92,43 @@ def test_optimize_qat_on_a_tf_keras_model(legacy_cnn, digits_data, tmp_path) -> 
     assert stats and all(s["dtype"] == "int8" for s in stats)
 
 
-def test_tensorrt_target_refuses_a_tf_keras_model_clearly(legacy_cnn, digits_data, tmp_path) -> None:
-    from kerascompress.errors import UnsupportedModelError
+def test_tfmot_session_restores_tf_use_legacy_keras(tmp_path, monkeypatch) -> None:
+    """tfmot sets TF_USE_LEGACY_KERAS=1 when imported; the session must not let it leak."""
+    import os
+    import sys
 
-    with pytest.raises(UnsupportedModelError, match="Keras 3 models only"):
-        _run(legacy_cnn, digits_data, [Quantize("int8")], tmp_path, target="nvidia-t4-sm75")
+    from kerascompress.legacy import tfmot as tfmot_backend
+
+    fake = tmp_path / "tensorflow_model_optimization"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import os\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorflow_model_optimization", raising=False)
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    monkeypatch.setattr(tfmot_backend, "missing_reason", lambda: None)
+    with tfmot_backend.tfmot_session() as mod:
+        assert os.environ.get("TF_USE_LEGACY_KERAS") == "1" and mod.__name__ == "tensorflow_model_optimization"
+    assert "TF_USE_LEGACY_KERAS" not in os.environ
+    monkeypatch.setenv("TF_USE_LEGACY_KERAS", "0")
+    with tfmot_backend.tfmot_session():
+        pass
+    assert os.environ["TF_USE_LEGACY_KERAS"] == "0"
+    # Drop the fake directly: a monkeypatch.delitem here would be undone, putting the fake back into
+    # sys.modules for later tests (the real tfmot, if it was imported before, is restored by the first delitem).
+    sys.modules.pop("tensorflow_model_optimization", None)
+
+
+def test_tfmot_path_unavailable_says_how_to_install(monkeypatch) -> None:
+    from kerascompress.legacy.tfmot import (
+        LegacyUnavailable,
+        missing_reason,
+        tfmot_session,
+    )
+
+    reason = missing_reason()
+    if reason is None:
+        pytest.skip("tfmot and tf_keras are installed here")
+    assert "kerascompress[tfmot]" in reason
+    with pytest.raises(LegacyUnavailable, match="not installed"):
+        with tfmot_session():
+            pass

@@ -180,54 +180,6 @@ def test_batchnorm_folding_breaks_per_tensor_counts_but_not_per_channel(digits_d
 # --------------------------------------------------------------------------- tf_keras through tfmot
 
 
-def test_keras3_models_are_not_taken_for_tf_keras(digits_cnn) -> None:
-    from kerascompress.models.kinds import is_tf_keras_model
-
-    assert not is_tf_keras_model(digits_cnn)
-
-
-def test_tfmot_session_restores_tf_use_legacy_keras(tmp_path, monkeypatch) -> None:
-    """tfmot sets TF_USE_LEGACY_KERAS=1 when imported; the session must not let it leak."""
-    import os
-    import sys
-
-    from kerascompress.legacy import tfmot as tfmot_backend
-
-    fake = tmp_path / "tensorflow_model_optimization"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("import os\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "tensorflow_model_optimization", raising=False)
-    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
-    monkeypatch.setattr(tfmot_backend, "missing_reason", lambda: None)
-    with tfmot_backend.tfmot_session() as mod:
-        assert os.environ.get("TF_USE_LEGACY_KERAS") == "1" and mod.__name__ == "tensorflow_model_optimization"
-    assert "TF_USE_LEGACY_KERAS" not in os.environ
-    monkeypatch.setenv("TF_USE_LEGACY_KERAS", "0")
-    with tfmot_backend.tfmot_session():
-        pass
-    assert os.environ["TF_USE_LEGACY_KERAS"] == "0"
-    # Drop the fake directly: a monkeypatch.delitem here would be undone, putting the fake back into
-    # sys.modules for later tests (the real tfmot, if it was imported before, is restored by the first delitem).
-    sys.modules.pop("tensorflow_model_optimization", None)
-
-
-def test_tfmot_path_unavailable_says_how_to_install(monkeypatch) -> None:
-    from kerascompress.legacy.tfmot import (
-        LegacyUnavailable,
-        missing_reason,
-        tfmot_session,
-    )
-
-    reason = missing_reason()
-    if reason is None:
-        pytest.skip("tfmot and tf_keras are installed here")
-    assert "kerascompress[tfmot]" in reason
-    with pytest.raises(LegacyUnavailable, match="not installed"):
-        with tfmot_session():
-            pass
-
-
 def test_tf_keras_model_clustered_through_tfmot_end_to_end(digits_data) -> None:
     from kerascompress.legacy.tfmot import missing_reason
 

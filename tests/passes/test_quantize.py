@@ -2,9 +2,12 @@
 import keras
 import pytest
 
+from kerascompress import targets
+from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import ConfigError
 from kerascompress.passes.base import ModelState, PassContext
 from kerascompress.passes.quantize import Quantize
+from kerascompress.pipeline.measure import pass_context
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Kernel, Target
 
@@ -15,6 +18,8 @@ X86 = Target(
 ARM_FP16 = Target("arm-test", arch="arm64", precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST, "int8": Kernel.FAST})
 EDGETPU = Target("tpu-test", device="npu", precisions={"int8": Kernel.FAST}, full_integer_only=True)
 NO_INT8 = Target("fp-only", precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST})
+GPU = Target("gpu-test", runtime="tensorrt", device="gpu",
+             precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST, "int8": Kernel.FAST})
 
 
 @pytest.fixture
@@ -74,3 +79,40 @@ def test_int16x8_is_allowed_on_an_integer_only_mcu_with_int16_kernels(state):
     assert gate.allowed and gate.benefit == "size+latency"
     assert not Quantize("int16x8").gate(X86, state).allowed  # x86 profile lists no int16x8 kernels
     assert Quantize("int16x8").needs_data
+
+
+def test_quantize_mixed_pass_puts_plan_cost_and_savings_in_details(sensitive, digits_data):
+    x, y, xt, yt = digits_data
+    bundle = DataBundle(x, y, xt, yt, calibration_samples=256)
+    out = Quantize("mixed", max_accuracy_drop=0.01).apply(
+        ModelState(sensitive), pass_context(X86, bundle, progress=lambda _m: None))
+    assert out.state.model is sensitive
+    assert out.state.precision.mode == "int8" and set(out.state.precision.float_layers) == {"conv1", "conv2"}
+    assert out.details["budget_met"] and out.details["budget_points"] == 1.0
+    assert {"cost", "savings", "sensitivity", "candidates_evaluated", "layer_precisions"} <= set(out.details)
+
+
+def test_mixed_gate_per_target():
+    state = ModelState(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    assert Quantize("mixed").gate(X86, state).allowed
+    gate = Quantize("mixed").gate(GPU, state)
+    assert gate.allowed and "fp16" in gate.reason
+    assert "cannot mix fp16 and int8" in Quantize("mixed").gate(X86, state).reason
+    refused = Quantize("mixed").gate(EDGETPU, state)
+    assert not refused.allowed and "full-integer" in refused.reason
+    assert not Quantize("mixed").gate(NO_INT8, state).allowed
+    assert not Quantize("mixed").gate(X86, state.replace(precision=PrecisionPlan("int8"))).allowed
+
+
+@pytest.mark.parametrize("profile", ["edgetpu", "cortex-m7"])
+def test_integer_only_profiles_refuse_float_fallback(profile):
+    target = targets.load(profile)
+    assert target.full_integer_only
+    assert Quantize("int8").gate(target, _tiny_state()).allowed
+    assert Quantize("int8").apply(_tiny_state(), PassContext(target=target)).state.precision.int8_io
+    for refused in (Quantize("mixed"), Quantize("int8", float_layers=["dense"]), Quantize("fp16")):
+        assert not refused.gate(target, _tiny_state()).allowed
+
+
+def _tiny_state():
+    return ModelState(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))

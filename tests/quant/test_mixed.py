@@ -1,15 +1,7 @@
 """Mixed precision: meets a budget full INT8 misses, with fewer float layers than a naive rule."""
-import keras
-import numpy as np
 import pytest
 
-from kerascompress.data.bundle import DataBundle
-from kerascompress.errors import ConfigError
 from kerascompress.export.tflite import to_tflite
-from kerascompress.passes.base import ModelState
-from kerascompress.passes.quantize import Quantize
-from kerascompress.pipeline.measure import pass_context
-from kerascompress.quant import fake_quant as fq
 from kerascompress.quant.mixed import artifact_evaluator, metric_of, search_mixed_plan
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.runtime.litert import LiteRTModel
@@ -20,16 +12,6 @@ GPU = Target("gpu-test", runtime="tensorrt", device="gpu",
              precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST, "int8": Kernel.FAST})
 EDGETPU = Target("tpu-test", device="npu", precisions={"int8": Kernel.FAST}, full_integer_only=True)
 NO_INT8 = Target("fp-only", precisions={"fp32": Kernel.FAST, "fp16": Kernel.FAST})
-
-
-@pytest.fixture(scope="module")
-def sensitive(digits_cnn, digits_data):
-    """digits_cnn with conv1's busiest channel 300x larger (conv2 compensates): same float
-    function, but the per-tensor int8 range of conv1's output is ruined."""
-    x = digits_data[0][:256]
-    out = keras.Model(digits_cnn.inputs, digits_cnn.get_layer("conv1").output).predict(x, verbose=0)
-    channel = int(np.argmax(out.reshape(-1, out.shape[-1]).mean(0)))
-    return fq.unbalance_channel(digits_cnn, "conv1", "conv2", channel=channel, factor=300.0)
 
 
 @pytest.fixture(scope="module")
@@ -81,35 +63,3 @@ def test_tensorrt_plan_is_int8_where_it_pays_and_fp16_elsewhere(sensitive, split
     assert {n for n, p in precisions.items() if p == "fp16"} == set(result.high_precision_layers)
     assert precisions["fc1"] == "int8" and "conv1" in result.high_precision_layers
     assert result.budget_met
-
-
-def test_quantize_mixed_pass_puts_plan_cost_and_savings_in_details(sensitive, digits_data):
-    x, y, xt, yt = digits_data
-    bundle = DataBundle(x, y, xt, yt, calibration_samples=256)
-    out = Quantize("mixed", max_accuracy_drop=0.01).apply(
-        ModelState(sensitive), pass_context(X86, bundle, progress=lambda _m: None))
-    assert out.state.model is sensitive
-    assert out.state.precision.mode == "int8" and set(out.state.precision.float_layers) == {"conv1", "conv2"}
-    assert out.details["budget_met"] and out.details["budget_points"] == 1.0
-    assert {"cost", "savings", "sensitivity", "candidates_evaluated", "layer_precisions"} <= set(out.details)
-
-
-def test_mixed_gate_per_target():
-    state = ModelState(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
-    assert Quantize("mixed").gate(X86, state).allowed
-    gate = Quantize("mixed").gate(GPU, state)
-    assert gate.allowed and "fp16" in gate.reason
-    assert "cannot mix fp16 and int8" in Quantize("mixed").gate(X86, state).reason
-    refused = Quantize("mixed").gate(EDGETPU, state)
-    assert not refused.allowed and "full-integer" in refused.reason
-    assert not Quantize("mixed").gate(NO_INT8, state).allowed
-    assert not Quantize("mixed").gate(X86, state.replace(precision=PrecisionPlan("int8"))).allowed
-
-
-def test_litert_refuses_a_plan_mixing_fp16_and_int8(digits_cnn, digits_data):
-    plan = PrecisionPlan("mixed", layer_precisions=(("conv1", "fp16"), ("conv2", "int8")))
-    with pytest.raises(ConfigError, match="fp16"):
-        to_tflite(digits_cnn, plan, representative_data=digits_data[0])
-    ok = PrecisionPlan("mixed", layer_precisions=(("conv1", "fp32"), ("conv2", "int8"), ("fc1", "int8"),
-                                                   ("predictions", "int8")))
-    assert len(to_tflite(digits_cnn, ok, representative_data=digits_data[0][:64])) > 0

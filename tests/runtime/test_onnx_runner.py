@@ -70,19 +70,3 @@ def test_latency_record(cnn_onnx):
     assert isinstance(stats, LatencyStats)
     assert stats.runs == 5 and stats.threads == 1
     assert 0 < stats.median_ms <= stats.p90_ms and stats.mean_ms > 0
-
-
-def test_onnx_and_tflite_are_timed_interleaved_together(tmp_path):
-    import keras
-
-    from kerascompress.export.onnx import to_onnx
-    from kerascompress.export.tflite import to_tflite
-    from kerascompress.runtime.onnx_runner import OnnxModel
-    from kerascompress.runtime.timing import compare_latency
-
-    inp = keras.Input((16,))
-    model = keras.Model(inp, keras.layers.Dense(4)(inp))
-    to_onnx(model, path=tmp_path / "m.onnx")
-    stats = compare_latency({"tflite": to_tflite(model), "onnx": OnnxModel(tmp_path / "m.onnx")}, runs=7, warmup=1)
-    assert set(stats) == {"tflite", "onnx"}
-    assert all(s.runs == 7 and s.median_ms > 0 for s in stats.values())
