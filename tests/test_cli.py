@@ -45,3 +45,9 @@ def test_optimize_then_validate(digits_cnn, digits_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert result["fidelity"]["top1_agreement"] > 0.95
+
+
+def test_python_dash_m_kerascompress_is_the_same_command():
+    proc = subprocess.run([sys.executable, "-m", "kerascompress", "frobnicate"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "kerascompress targets" in proc.stderr
