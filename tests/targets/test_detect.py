@@ -192,7 +192,7 @@ def test_cpu_rules_agree_with_shipped_profiles():
 
 
 def test_detect_on_this_host():
-    """This machine: x86_64, avx512_vnni, no avx512_fp16, no GPU (FINDINGS.md)."""
+    """This machine: x86_64, avx512_vnni, no avx512_fp16, no GPU."""
     assert platform.machine().lower() in ("x86_64", "amd64")
     t = detect()
     assert (t.runtime, t.device, t.arch) == ("litert", "cpu", "x86_64")
