@@ -9,7 +9,8 @@ from keras import layers as L
 from kerascompress.errors import ConfigError, DataError
 from kerascompress.graph.channel_groups import find_channel_groups
 from kerascompress.graph.model_graph import ModelGraph
-from kerascompress.passes.importance import channel_importance
+from kerascompress.passes import importance
+from kerascompress.passes.importance import channel_importance, register_importance
 
 
 def _model():
@@ -77,5 +78,54 @@ def test_taylor_needs_data_and_scores_dead_channels_lowest():
 
 def test_unknown_criterion():
     _, graph, groups, _ = _setup()
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unknown importance criterion 'random'; choose one of l1, l2, bn_gamma, taylor"):
         channel_importance(graph, groups, "random")
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The criteria registry, restored after the test."""
+    saved = dict(importance._REGISTRY)
+    yield importance._REGISTRY
+    importance._REGISTRY.clear()
+    importance._REGISTRY.update(saved)
+
+
+def test_a_registered_criterion_scores_like_a_built_in(registry):
+    _, graph, groups, gid = _setup()
+    seen = {}
+
+    def reverse_l1(graph, groups, model, x, y):
+        seen.update(model=model, x=x, y=y)
+        return {g: -s for g, s in importance.weight_importance(graph, groups, "l1").items()}
+
+    register_importance("reverse_l1", reverse_l1)
+    assert "reverse_l1" in importance.CRITERIA and not importance.criterion_needs_data("reverse_l1")
+    scores = channel_importance(graph, groups, "reverse_l1", model="the model")
+    assert np.argsort(scores[gid]).tolist() == [3, 2, 1, 0]  # the largest kernels now go first
+    assert seen == {"model": "the model", "x": None, "y": None}
+    with pytest.raises(ConfigError, match="choose one of l1, l2, bn_gamma, taylor, reverse_l1"):
+        channel_importance(graph, groups, "random")
+
+
+def test_scores_that_cannot_rank_the_channels_are_refused(registry):
+    _, graph, groups, gid = _setup()
+    register_importance("short", lambda graph, groups, model, x, y: {gid: [1.0, 2.0]})
+    register_importance("stranger", lambda graph, groups, model, x, y: {10_000: [1.0]})
+    register_importance("nan", lambda graph, groups, model, x, y: {gid: [1.0, np.nan, 2.0, 3.0]})
+    with pytest.raises(ConfigError, match=r"shape \(2,\); it needs 4 finite values"):
+        channel_importance(graph, groups, "short")
+    with pytest.raises(ConfigError, match="not a prunable group"):
+        channel_importance(graph, groups, "stranger")
+    with pytest.raises(ConfigError, match="finite"):
+        channel_importance(graph, groups, "nan")
+
+
+def test_built_in_names_cannot_be_taken_and_names_must_be_names(registry):
+    with pytest.raises(ConfigError, match="built-in"):
+        register_importance("l1", lambda *a: {})
+    with pytest.raises(ConfigError, match="non-empty name"):
+        register_importance("", lambda *a: {})
+    with pytest.raises(ConfigError, match="expected a function"):
+        register_importance("x", 42)
+    assert importance.criterion_needs_data("taylor") and not importance.criterion_needs_data("l2")

@@ -96,3 +96,45 @@ def test_data_needed_for_taylor_and_finetune(model):
                          finetune_options={"batch_size": 32}).apply(ModelState(small), _ctx(data=data, teacher=small))
     assert out.details["finetune_epochs"] == 1
     assert out.state.model.count_params() < small.count_params()
+
+
+def test_a_registered_criterion_chooses_the_channels_and_gets_data_when_it_asks(model):
+    from kerascompress.passes import importance
+
+    saved = dict(importance._REGISTRY)
+    try:
+        _registered_criterion_in_use(model, importance)
+    finally:
+        importance._REGISTRY.clear()
+        importance._REGISTRY.update(saved)
+
+
+def _registered_criterion_in_use(model, importance):
+    received = []
+
+    def later_channels_matter_more(graph, groups, model, x, y):
+        """Scores rise with the channel index, so the first channels of every group go."""
+        received.append(None if x is None else len(x))
+        return {g.id: np.arange(g.size, dtype=float) for g in groups.prunable}
+
+    importance.register_importance("index", later_channels_matter_more)
+    importance.register_importance("index_with_data", later_channels_matter_more, needs_data=True)
+    with pytest.raises(ConfigError, match="choose one of l1, l2, bn_gamma, taylor, index, index_with_data"):
+        ChannelPruning(0.5, criterion="nope")
+    out = ChannelPruning(0.5, criterion="index", min_channels=1).apply(ModelState(model), _ctx())
+    assert out.details["criterion"] == "index" and received == [None]
+    stem = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")  # reads the image: inputs intact
+    kernel = stem.get_weights()[0]
+    kept = out.state.model.get_layer(stem.name).get_weights()[0]
+    assert kept.shape[-1] < kernel.shape[-1]
+    np.testing.assert_array_equal(kept, kernel[..., kernel.shape[-1] - kept.shape[-1]:])  # the last channels stayed
+    assert all(g["kept"] == g["channels"] - g["removed"] for g in out.details["groups"])
+    p = ChannelPruning(0.5, criterion="index_with_data", min_channels=1)
+    assert p.needs_data and not ChannelPruning(0.5, criterion="index").needs_data
+    with pytest.raises(DataError):
+        p.apply(ModelState(model), _ctx())
+    rng = np.random.default_rng(0)
+    data = make_bundle((rng.random((64,) + model.input_shape[1:], dtype=np.float32), rng.integers(0, 10, 64)),
+                       calibration_samples=16)
+    p.apply(ModelState(model), _ctx(data=data))
+    assert received[-1] == 16
