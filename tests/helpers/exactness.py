@@ -48,8 +48,12 @@ def random_keep(groups, seed: int = 0, fraction: float | None = None) -> dict:
     return keep
 
 
-def zeroed_reference(graph, groups, keep) -> keras.Model:
-    """The original model with the removed channels' input weights zeroed in every consumer."""
+def zeroed_reference(graph, groups, keep, consumers: dict | None = None) -> keras.Model:
+    """The original model with the removed channels' input weights zeroed in every consumer.
+
+    ``consumers`` adds layer classes this reference does not know (custom layers): class
+    name -> (name of the weight to zero, its input-channel axis).
+    """
     removed = removed_units(groups, keep)
     ref = graph.copy()
     for name in groups.order:
@@ -62,7 +66,13 @@ def zeroed_reference(graph, groups, keep) -> keras.Model:
         gone = np.flatnonzero(~mask)
         names = node.weight_names
         cls = node.class_name
-        if cls == "Dense":
+        if consumers and cls in consumers:
+            weight, axis = consumers[cls]
+            k = names.index(weight)
+            w = np.moveaxis(np.array(node.weights[k]), axis, 0)
+            w[gone] = 0
+            node.weights[k] = np.moveaxis(w, 0, axis)
+        elif cls == "Dense":
             k = names.index("kernel")
             w = np.array(node.weights[k])
             w[gone, :] = 0
@@ -104,13 +114,14 @@ def outputs(model, x) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(o) for o in out]
 
 
-def check_exact(model: keras.Model, seed: int = 0, fraction: float | None = None, n: int = 2):
+def check_exact(model: keras.Model, seed: int = 0, fraction: float | None = None, n: int = 2,
+                consumers: dict | None = None):
     """Prune random channels of every prunable group and compare with the zeroed reference."""
     graph = ModelGraph.from_keras(model)
     groups = find_channel_groups(graph)
     keep = random_keep(groups, seed, fraction)
     pruned = prune_channels(graph, groups, keep).to_keras()
-    reference = zeroed_reference(graph, groups, keep)
+    reference = zeroed_reference(graph, groups, keep, consumers)
     x = inputs_for(model, n, seed + 1)
     for a, b in zip(outputs(pruned, x), outputs(reference, x)):
         scale = max(1.0, float(np.abs(b).max()))
