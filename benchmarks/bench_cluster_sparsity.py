@@ -178,7 +178,7 @@ def main() -> None:
         rows[name]["latency_ratio_vs_fp32"] = round(st.median_ms / base, 3)
 
     result = {
-        "model": f"kerascompress.zoo.residual_cnn(width={args.width})",
+        "model": f"kerascompress.examples.zoo.residual_cnn(width={args.width})",
         "parameters": int(model.count_params()),
         "epochs": args.epochs,
         "finetune": {"epochs": args.finetune_epochs, "max_steps_per_epoch": args.finetune_steps, "batch_size": 64,

@@ -6,7 +6,7 @@ the accuracy budget holds) and QAT (fake-quant fine-tuning, then INT8). Accuracy
 test split, TFLite size, and LiteRT latency (1 thread, batch 1) as a ratio to float32,
 all variants of a model timed interleaved in one run.
 
-Model A: `kerascompress.zoo.small_cnn` trained on Fashion-MNIST.
+Model A: `kerascompress.examples.zoo.small_cnn` trained on Fashion-MNIST.
 Model B ("unbalanced"): model A with one live output channel of bn1 made 300x larger and
 the matching input weights of conv2 300x smaller. ReLU commutes with positive scaling,
 so the float model computes exactly the same function, but conv1's per-tensor int8
