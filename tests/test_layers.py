@@ -52,7 +52,7 @@ def read_imports(package: Path) -> tuple[set[str], list[Import]]:
             for target in _targets(node, name, is_package, modules):
                 if target.split(".")[0] == package.name and target != name:
                     found.append(Import(name, target, where))
-    return modules, found
+    return modules, list(dict.fromkeys(found))  # `from x import a, b` of one module counts once
 
 
 def _targets(node: ast.AST, module: str, is_package: bool, modules: set[str]) -> Iterable[str]:
