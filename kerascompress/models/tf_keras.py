@@ -1,8 +1,8 @@
 """What the driver needs of a tf_keras (Keras 2) model: check, copy, count, export to TFLite.
 
-The Keras 3 code paths (`model_io`, `graph.counting`, `export.tflite`) read Keras 3
+The Keras 3 code paths (`models.io`, `graph.counting`, `export.tflite`) read Keras 3
 graphs; these are their small tf_keras counterparts, called from dispatch points in
-`model_io`, the driver and `deploy`. Nothing here imports tf_keras or tfmot at module
+`models.io`, `models.copy` and the pipeline. Nothing here imports tf_keras or tfmot at module
 level: a tf_keras model object already implies they are importable, and a Keras 3 user
 never reaches this module's functions.
 """

@@ -4,10 +4,14 @@ A group's channels are removed together from every layer they flow through, so e
 is scored over the whole group: the score of every member layer (each normalised by
 its own mean, so layers of different scale weigh alike) is averaged. Low scores go
 first. Weight norms need no data; the Taylor score (gradient x activation) does.
+
+Criteria are looked up by name in a registry, so `register_importance` adds one that
+``ChannelPruning(criterion=...)`` (and a YAML recipe) can name like a built-in.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -17,7 +21,52 @@ from kerascompress.graph.channel_groups import ChannelGroups
 from kerascompress.graph.layer_rules import BatchNormRule, ProducerRule, weight_names
 from kerascompress.training.losses import looks_like_probabilities, task_loss
 
-CRITERIA = ("l1", "l2", "bn_gamma", "taylor")
+#: ``fn(graph, groups, model, x, y) -> {group id: one score per channel}``; higher scores are kept.
+ImportanceFn = Callable[[Any, ChannelGroups, Any, Any, Any], Mapping[int, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+    """A registered importance criterion: how it scores, and whether it needs data to."""
+
+    score: ImportanceFn
+    needs_data: bool = False
+
+
+_REGISTRY: dict[str, Criterion] = {}
+#: Names of the known criteria (built-in and registered), live: ``name in CRITERIA``.
+CRITERIA = _REGISTRY.keys()
+BUILTIN_CRITERIA = ("l1", "l2", "bn_gamma", "taylor")
+
+
+def register_importance(name: str, fn: ImportanceFn, *, needs_data: bool = False) -> None:
+    """Make ``fn`` available as ``ChannelPruning(criterion=name)``.
+
+    ``fn(graph, groups, model, x, y)`` gets the `ModelGraph`, its `ChannelGroups`, the
+    Keras model the graph was read from, and calibration inputs and labels (both None
+    unless ``needs_data``; labels may be None even then). It returns, for each prunable
+    group id it scores, one float per channel of the group; a group it leaves out is not
+    pruned. Registering a name again replaces it; the built-in names cannot be taken.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"an importance criterion needs a non-empty name, got {name!r}")
+    if name in BUILTIN_CRITERIA and name in _REGISTRY:
+        raise ConfigError(f"{name!r} is a built-in importance criterion; register yours under another name")
+    if not callable(fn):
+        raise ConfigError(f"importance criterion {name!r}: expected a function, got {type(fn).__name__}")
+    _REGISTRY[name] = Criterion(fn, bool(needs_data))
+
+
+def check_criterion(name: str) -> None:
+    """Raise `ConfigError` listing the known criteria when ``name`` is not one of them."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown importance criterion {name!r}; choose one of {', '.join(_REGISTRY)}")
+
+
+def criterion_needs_data(name: str) -> bool:
+    """Whether scoring by ``name`` needs calibration data."""
+    check_criterion(name)
+    return _REGISTRY[name].needs_data
 
 
 def _kernel_norms(node: Any, rule: ProducerRule, p: int) -> Optional[np.ndarray]:
@@ -167,11 +216,43 @@ def channel_importance(
     y: Any = None,
     batches: int = 4,
 ) -> dict[int, np.ndarray]:
-    """Scores per prunable group id, by ``criterion`` in `CRITERIA`."""
-    if criterion == "taylor":
+    """Scores per prunable group id, by ``criterion`` (a name in `CRITERIA`)."""
+    check_criterion(criterion)
+    if criterion == "taylor":  # the one built-in with an option of its own
         if model is None:
             raise ConfigError("the Taylor criterion needs the model the graph was read from")
         return taylor_importance(model, graph, groups, x, y, batches=batches)
-    if criterion not in CRITERIA:
-        raise ConfigError(f"unknown importance criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    return weight_importance(graph, groups, criterion)
+    return _checked(criterion, groups, _REGISTRY[criterion].score(graph, groups, model, x, y))
+
+
+def _checked(criterion: str, groups: ChannelGroups, scores: Mapping[int, Any]) -> dict[int, np.ndarray]:
+    """A criterion's scores as float arrays, refused with the reason when they cannot rank the channels."""
+    sizes = {g.id: g.size for g in groups.prunable}
+    out: dict[int, np.ndarray] = {}
+    for gid, values in dict(scores).items():
+        if gid not in sizes:
+            raise ConfigError(f"importance criterion {criterion!r} scored group {gid!r}, which is not a prunable group")
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != (sizes[gid],) or not np.isfinite(v).all():
+            raise ConfigError(
+                f"importance criterion {criterion!r} gave group {gid} scores of shape {v.shape}; it needs "
+                f"{sizes[gid]} finite values, one per channel"
+            )
+        out[gid] = v
+    return out
+
+
+def _weight_criterion(name: str) -> ImportanceFn:
+    def score(graph: Any, groups: ChannelGroups, model: Any, x: Any, y: Any) -> dict[int, np.ndarray]:
+        return weight_importance(graph, groups, name)
+
+    return score
+
+
+def _taylor(graph: Any, groups: ChannelGroups, model: Any, x: Any, y: Any) -> dict[int, np.ndarray]:
+    return taylor_importance(model, graph, groups, x, y)
+
+
+for _name in ("l1", "l2", "bn_gamma"):
+    register_importance(_name, _weight_criterion(_name))
+register_importance("taylor", _taylor, needs_data=True)

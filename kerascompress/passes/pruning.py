@@ -24,7 +24,7 @@ from kerascompress.graph.prune_channels import (
     removed_units,
 )
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
-from kerascompress.passes.importance import CRITERIA, channel_importance
+from kerascompress.passes.importance import channel_importance, check_criterion, criterion_needs_data
 from kerascompress.targets.target import Target
 from kerascompress.training.finetune import finetune
 
@@ -85,7 +85,8 @@ class ChannelPruning(Pass):
     ``global_ranking`` the fraction over all groups), ``layer_ratios`` (layer name ->
     ratio for the groups that layer produces), or a target: ``macs_target`` /
     ``params_target`` as a fraction (<= 1) of the original or an absolute count.
-    ``criterion``: "l1", "l2", "bn_gamma" (no data needed) or "taylor" (needs data).
+    ``criterion``: "l1", "l2", "bn_gamma" (no data needed), "taylor" (needs data), or a
+    name given to `kerascompress.passes.importance.register_importance`.
     ``channel_multiple`` overrides the target's. ``finetune_epochs`` > 0 fine-tunes
     afterwards, distilling from the unpruned model when ``distill``.
     """
@@ -113,8 +114,7 @@ class ChannelPruning(Pass):
         taylor_batches: int = 4,
         finetune_options: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        if criterion not in CRITERIA:
-            raise ConfigError(f"unknown importance criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+        check_criterion(criterion)
         if not 0.0 <= ratio < 1.0 or not 0.0 < max_ratio < 1.0:
             raise ConfigError("ratio must be in [0, 1) and max_ratio in (0, 1)")
         if macs_target is not None and params_target is not None:
@@ -135,7 +135,7 @@ class ChannelPruning(Pass):
 
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
-        return self.criterion == "taylor" or self.finetune_epochs > 0
+        return criterion_needs_data(self.criterion) or self.finetune_epochs > 0
 
     def gate(self, target: Target, state: ModelState) -> Gate:
         m = self.channel_multiple or target.channel_multiple
@@ -163,7 +163,7 @@ class ChannelPruning(Pass):
             f"scoring by {self.criterion}"
         )
         x = y = None
-        if self.criterion == "taylor":
+        if criterion_needs_data(self.criterion):
             x = ctx.data.calibration()
             yt = ctx.data.y_train
             y = yt[: n_samples(x)] if yt is not None and len(yt) >= n_samples(x) else None

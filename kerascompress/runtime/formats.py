@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 from kerascompress.errors import ConfigError, ExportError
 from kerascompress.runtime.litert import LiteRTModel
 from kerascompress.runtime.onnx_runner import OnnxModel
+from kerascompress.runtime.runner import Runner
 from kerascompress.runtime.tensorrt_runner import TensorRTEngineModel
+
+#: An exported artifact as callers hand it in: TFLite bytes or a path to a file.
+ArtifactSource = Union[bytes, bytearray, str, os.PathLike]
 
 #: File suffix -> artifact format.
 SUFFIXES = {".tflite": "tflite", ".onnx": "onnx", ".engine": "tensorrt", ".plan": "tensorrt"}
@@ -20,7 +24,7 @@ SUFFIXES = {".tflite": "tflite", ".onnx": "onnx", ".engine": "tensorrt", ".plan"
 _TFLITE_MAGIC = b"TFL3"
 
 
-def artifact_format(artifact: Union[bytes, bytearray, str, os.PathLike]) -> str:
+def artifact_format(artifact: ArtifactSource) -> str:
     """``"tflite"``, ``"onnx"`` or ``"tensorrt"``; raises a clear error for anything else."""
     if isinstance(artifact, (bytes, bytearray, memoryview)):
         head = bytes(artifact[:8])
@@ -44,8 +48,8 @@ def artifact_format(artifact: Union[bytes, bytearray, str, os.PathLike]) -> str:
     return fmt
 
 
-def open_artifact(artifact: Union[bytes, bytearray, str, os.PathLike], num_threads: int = 1) -> Any:
-    """A runner with ``predict``, ``latency``, ``prepare_timing`` and ``run_once``."""
+def open_artifact(artifact: ArtifactSource, num_threads: int = 1) -> Runner:
+    """The `Runner` of the runtime that executes ``artifact`` (chosen by `artifact_format`)."""
     fmt = artifact_format(artifact)
     if fmt == "tflite":
         return LiteRTModel(artifact, num_threads=num_threads)

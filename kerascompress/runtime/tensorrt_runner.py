@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -32,7 +32,13 @@ def _require_tensorrt() -> Any:
 
 
 class TensorRTEngineModel:
-    """A serialized engine with the runner interface (`predict`, `latency`)."""
+    """A serialized engine as a `Runner` (`predict`, `latency`, `prepare_timing`, `run_once`).
+
+    Each call loads the engine afresh (the device code in `tensorrt_engine` keeps no
+    state between calls), so `run_once` warms up once before its timed execution: its
+    number is a warm inference, but a call costs an engine load. For many runs of one
+    engine, `latency` times them all on one load.
+    """
 
     def __init__(self, path: Union[str, os.PathLike], num_threads: int = 1) -> None:
         trt = _require_tensorrt()
@@ -44,6 +50,7 @@ class TensorRTEngineModel:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]
+        self._timing_feeds: Optional[dict[str, np.ndarray]] = None
 
     def _feeds(self, x: Any) -> dict[str, np.ndarray]:
         arrays = [x[n] for n in self.input_names] if isinstance(x, dict) else (
@@ -55,9 +62,20 @@ class TensorRTEngineModel:
         result = [outputs[n] for n in self.output_names]
         return result[0] if len(result) == 1 else result
 
-    def latency(self, runs: int = 50, warmup: int = 5, x: Any = None) -> LatencyStats:
+    def prepare_timing(self, x: Any = None) -> None:
+        """Fix the batch-1 sample (``x[:1]``) `run_once` runs; an engine needs real inputs."""
         if x is None:
             raise ExportError("timing a TensorRT engine needs sample inputs: pass data")
-        feeds = {n: a[:1] for n, a in self._feeds(x).items()}
-        _, times = trt_run_engine(str(self.path), feeds, runs=runs, warmup=warmup)
+        self._timing_feeds = {n: a[:1] for n, a in self._feeds(x).items()}
+
+    def run_once(self) -> float:
+        """One timed execution on the prepared sample, in milliseconds (after one untimed warm-up)."""
+        if self._timing_feeds is None:
+            self.prepare_timing()
+        _, times = trt_run_engine(str(self.path), self._timing_feeds, runs=1, warmup=1)
+        return float(times[0])
+
+    def latency(self, runs: int = 50, warmup: int = 5, x: Any = None) -> LatencyStats:
+        self.prepare_timing(x)
+        _, times = trt_run_engine(str(self.path), self._timing_feeds, runs=runs, warmup=warmup)
         return LatencyStats.from_times(times, self.num_threads)

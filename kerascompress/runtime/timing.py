@@ -5,28 +5,23 @@ therefore runs the variants round-robin in one process, so their ratios stay mea
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 from kerascompress.errors import ConfigError
-from kerascompress.runtime.formats import open_artifact
+from kerascompress.runtime.formats import ArtifactSource, open_artifact
+from kerascompress.runtime.runner import Runner
 from kerascompress.runtime.stats import LatencyStats
 
 
-def _runner(model: Any, num_threads: int) -> Any:
-    if hasattr(model, "run_once") and hasattr(model, "prepare_timing"):
+def _runner(model: Union[Runner, ArtifactSource], num_threads: int) -> Runner:
+    """An opened runner as is; an artifact (bytes or a path) opened with its runtime."""
+    if isinstance(model, Runner):
         return model
-
-    runner = open_artifact(model, num_threads=num_threads)
-    if not (hasattr(runner, "run_once") and hasattr(runner, "prepare_timing")):
-        raise ConfigError(
-            f"{type(runner).__name__} has no prepare_timing()/run_once(), so it cannot be timed interleaved; "
-            "time it on its own with .latency()"
-        )
-    return runner
+    return open_artifact(model, num_threads=num_threads)
 
 
 def compare_latency(
-    models: Mapping[str, Any],
+    models: Mapping[str, Union[Runner, ArtifactSource]],
     runs: int = 50,
     warmup: int = 5,
     num_threads: int = 1,
@@ -34,8 +29,8 @@ def compare_latency(
 ) -> dict[str, LatencyStats]:
     """Time several variants interleaved: each round invokes every variant once.
 
-    ``models`` maps a label to TFLite bytes, a path (.tflite, or .onnx when the ONNX
-    runner is present), or an already opened runner with ``prepare_timing``/``run_once``.
+    ``models`` maps a label to TFLite bytes, a path (.tflite, .onnx, or a TensorRT
+    .engine on its device), or an already opened `Runner`.
     The order within a round rotates so no variant is always first after a pause.
     """
     if not models:
@@ -52,7 +47,7 @@ def compare_latency(
         k = i % len(names)
         for n in names[k:] + names[:k]:
             times[n].append(runners[n].run_once())
-    return {n: LatencyStats.from_times(times[n], getattr(runners[n], "num_threads", num_threads)) for n in names}
+    return {n: LatencyStats.from_times(times[n], runners[n].num_threads) for n in names}
 
 
 def ratios(stats: Mapping[str, LatencyStats], baseline: str = "float32") -> dict[str, float]:

@@ -38,23 +38,23 @@ ARM_PARTS = {
 }
 
 # Where the rules come from; the same texts as in configs/targets/*.yaml.
-_SRC_XNNPACK = "LiteRT runs CPU models through its default XNNPACK delegate (FINDINGS.md: measured with ai-edge-litert 2.3.0)"
+_SRC_XNNPACK = "LiteRT runs CPU models through its default XNNPACK delegate (measured with ai-edge-litert 2.3.0)"
 _SRC_FP16_CPU = (
     "TFLite float16 quantization guide: on CPU the float16 weights are upsampled to float32 before the first "
     "inference (https://www.tensorflow.org/lite/performance/post_training_float16_quant); measured: FP16 model "
-    "no faster than FP32 on x86 without avx512_fp16 (FINDINGS.md)"
+    "no faster than FP32 on x86 without avx512_fp16 (docs/benchmarks.md)"
 )
 _SRC_FP16_ARM = (
     "TensorFlow blog 'Half-precision Inference Doubles On-Device Inference Performance' (blog.tensorflow.org, "
     "2023): XNNPACK computes FP16 natively only on Arm CPUs with the ARMv8.2 FP16 arithmetic extension"
 )
-_SRC_16X8 = "measured: 16x8 models ~20x slower than fp32 on x86 LiteRT/XNNPACK, no fast kernels (FINDINGS.md)"
+_SRC_16X8 = "measured: 16x8 models ~20x slower than fp32 on x86 LiteRT/XNNPACK, no fast kernels (project measurement)"
 _SRC_BF16_LITERT = "the TF->LiteRT converter has no bfloat16 model type; LiteRT CPU models compute in fp32/fp16/int8"
 _SRC_NO_SPARSE_CPU = (
     "measured: TFLite EXPERIMENTAL_SPARSITY made the file 7% larger and XNNPACK refused to delegate it; "
-    "2:4 + int8 and unstructured pruning gave no speed-up (FINDINGS.md)"
+    "2:4 + int8 and unstructured pruning gave no speed-up (project measurement)"
 )
-_SRC_NO_CLUSTER_CPU = "measured: clustered (16 clusters) + int8 gave the smallest gzip but no speed-up on LiteRT (FINDINGS.md)"
+_SRC_NO_CLUSTER_CPU = "measured: clustered (16 clusters) + int8 gave the smallest gzip but no speed-up on LiteRT (project measurement)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +159,7 @@ def cpu_target(info: CpuInfo, source: str = "detected: /proc/cpuinfo flags on th
         precisions["int8"] = Kernel.FAST if int8_fast else Kernel.STORAGE
         src["precisions.int8"] = (
             f"{source}: {'avx512_vnni' if 'avx512_vnni' in flags else 'avx2'} present; measured: int8 ~3x faster "
-            "than fp32 with XNNPACK on an AVX-512 VNNI x86 (FINDINGS.md)"
+            "than fp32 with XNNPACK on an AVX-512 VNNI x86 (docs/benchmarks.md)"
             if int8_fast
             else f"{source}: no AVX2; int8 speed-up not established on this CPU (not measured), treated as size-only"
         )

@@ -1,0 +1,151 @@
+"""End to end: optimize() gates, measures, rolls back, reports, and never touches the caller's model."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import kerascompress as kc
+from kerascompress.models.io import weights_digest
+from kerascompress.models.copy import copy_model
+from kerascompress.passes.base import Gate, Pass, PassOutput
+from kerascompress.passes.quantize import Quantize
+
+
+def test_int8_on_this_host_is_applied_and_fp16_then_refused(digits_cnn, digits_split, tmp_path):
+    digest = weights_digest(digits_cnn)
+    result = kc.optimize(
+        digits_cnn, target="x86-avx512-vnni", data=digits_split, recipe="quantize",
+        output_dir=tmp_path, latency_runs=20, verbose=False,
+    )
+    assert weights_digest(digits_cnn) == digest
+    report = result.report
+    int8 = report.step("quantize:int8")
+    assert int8.status == "applied", int8.reason
+    assert int8.benefit == "size+latency"
+    base = report.baseline
+    assert base.accuracy > 0.85
+    assert base.accuracy - int8.after.accuracy <= 0.01
+    assert int8.after.size_bytes < 0.4 * base.size_bytes
+    assert int8.latency_ratio is not None and int8.latency_ratio > 0
+    fp16 = report.step("quantize:fp16")
+    assert fp16.status == "skipped" and "already" in fp16.reason
+    assert report.final.precision == "int8"
+    assert report.final_latency_ratio is not None
+    # artifacts on disk, nothing half-written left behind
+    assert result.artifacts["tflite"].read_bytes()[4:8] == b"TFL3"
+    assert result.artifacts["onnx"] is None or result.artifacts["onnx"].stat().st_size > 0
+    assert keras.models.load_model(result.artifacts["keras"]) is not None
+    assert not list(tmp_path.glob(".partial-*"))
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["steps"][0]["status"] == "applied"
+    assert "| quantize:int8 | applied |" in (tmp_path / "report.md").read_text()
+    assert result.model is not digits_cnn
+
+
+def test_accuracy_budget_rolls_back_and_fp16_is_storage_only(digits_cnn, digits_split, tmp_path):
+    class Sabotage(Pass):
+        """Zeroes the last layer: a pass that ruins accuracy must be rolled back."""
+
+        name = "sabotage"
+
+        def gate(self, target, state):
+            return Gate.allow("size")
+
+        def apply(self, state, ctx):
+            model = copy_model(state.model)
+            last = model.layers[-1]
+            last.set_weights([np.zeros_like(w) for w in last.get_weights()])
+            return PassOutput(state.replace(model=model))
+
+    result = kc.optimize(
+        digits_cnn, target="x86-avx2", data=digits_split, recipe=[Sabotage(), Quantize("fp16")],
+        output_dir=tmp_path, latency_runs=10, verbose=False,
+    )
+    sab = result.report.step("sabotage")
+    assert sab.status == "rolled back" and "points below the float32 baseline" in sab.reason
+    fp16 = result.report.step("quantize:fp16")
+    assert fp16.status == "applied" and fp16.benefit == "size"
+    assert "storage-only" in fp16.reason
+    assert fp16.after.size_bytes < 0.6 * fp16.before.size_bytes
+    x = digits_split["eval"][0][:20]
+    np.testing.assert_allclose(result.model.predict(x, verbose=0), digits_cnn.predict(x, verbose=0), atol=1e-6)
+
+
+def test_integer_only_target_gets_int8_io_and_refuses_float(digits_cnn, digits_split, tmp_path):
+    result = kc.optimize(
+        digits_cnn, target="edgetpu", data=digits_split, recipe="quantize", output_dir=tmp_path, verbose=False,
+    )
+    steps = {s.name: s for s in result.report.steps}
+    assert steps["quantize:int8"].status == "applied"
+    assert steps["quantize:fp16"].status == "skipped"
+    assert result.report.final.latency_ms is None  # an Edge TPU is not this host
+    assert any("latency not measured here" in n for n in result.report.notes)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=result.artifacts["tflite"].read_bytes())
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert interp.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_without_data_int8_is_skipped_and_fidelity_is_on_random_inputs(digits_cnn, tmp_path):
+    result = kc.optimize(digits_cnn, target="x86-avx2", recipe="quantize", output_dir=tmp_path,
+                         latency_runs=10, verbose=False)
+    assert result.report.step("quantize:int8").status == "skipped"
+    assert "needs data" in result.report.step("quantize:int8").reason
+    assert result.report.step("quantize:fp16").status == "applied"
+    assert result.report.final.accuracy is None
+    assert result.report.final.top1_agreement >= 0.95
+
+
+def test_strict_mode_raises_on_a_refused_pass(digits_cnn, digits_split, tmp_path):
+    with pytest.raises(kc.UnsupportedOnTarget, match="full-integer"):
+        kc.optimize(digits_cnn, target="edgetpu", data=digits_split, recipe=[Quantize("fp16")],
+                    output_dir=tmp_path, strict=True, verbose=False)
+
+
+def test_bad_inputs_are_named(digits_cnn, tmp_path):
+    with pytest.raises(kc.ConfigError, match="unknown"):
+        kc.optimize(digits_cnn, target="quantum-9000", output_dir=tmp_path, verbose=False)
+    with pytest.raises(kc.DataError, match=r"expects samples of shape \(8, 8, 1\)"):
+        kc.optimize(digits_cnn, target="x86-avx2", data=(np.zeros((50, 28, 28, 1)), np.zeros(50)),
+                    output_dir=tmp_path, verbose=False)
+
+
+def test_a_compressed_size_pass_that_gains_nothing_is_rolled_back(digits_cnn, digits_split, tmp_path):
+    class Nothing(Pass):
+        """Claims to buy compressed size, changes nothing."""
+
+        name = "nothing"
+
+        def gate(self, target, state):
+            return Gate.allow("compressed-size", "compressed (gzip) size only")
+
+        def apply(self, state, ctx):
+            return PassOutput(state.replace(model=copy_model(state.model)))
+
+    result = kc.optimize(digits_cnn, target="x86-avx2", data=digits_split, recipe=[Nothing()],
+                         constraints=kc.Constraints(max_slowdown=100.0), output_dir=tmp_path, latency_runs=3,
+                         verbose=False)
+    step = result.report.step("nothing")
+    assert step.status == "rolled back" and "gzip size went from" in step.reason
+
+
+def test_a_crashing_pass_is_reported_failed_and_the_run_goes_on(digits_cnn, digits_split, tmp_path):
+    class Broken(Pass):
+        name = "broken"
+
+        def gate(self, target, state):
+            return Gate.allow()
+
+        def apply(self, state, ctx):
+            raise ValueError("boom")
+
+    result = kc.optimize(digits_cnn, target="x86-avx2", data=digits_split, recipe=[Broken(), Quantize("int8")],
+                         output_dir=tmp_path, latency_runs=3, verbose=False)
+    assert result.report.step("broken").status == "failed"
+    assert result.report.step("broken").reason == "ValueError: boom"
+    assert result.report.step("quantize:int8").status == "applied"
+    with pytest.raises(ValueError, match="boom"):
+        kc.optimize(digits_cnn, target="x86-avx2", data=digits_split, recipe=[Broken()], strict=True,
+                    output_dir=tmp_path / "strict", verbose=False)
