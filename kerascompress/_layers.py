@@ -16,6 +16,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("graph", ("graph",)),
     ("models", ("models",)),
     ("techniques", ("quant", "training", "legacy")),
+    ("search", ("search",)),
     ("build", ("passes", "export")),
     ("pipeline", ("pipeline",)),
     ("facade", ("__init__",)),
