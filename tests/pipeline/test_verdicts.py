@@ -63,6 +63,10 @@ def test_a_compressed_size_pass_must_shrink_gzip():
 def test_constraints_met_reports_only_what_was_measured():
     final = _m(accuracy=0.885, size_bytes=4_000, latency_ms=2.0)
     c = Constraints(max_accuracy_drop=0.01, max_size_bytes=5_000, max_latency_ms=1.5)
-    assert constraints_met(final, BASELINE, c) == {
-        "max_accuracy_drop": False, "max_size_bytes": True, "max_latency_ms": False}
+    assert constraints_met(final, BASELINE, c) == {"max_accuracy_drop": False, "size": True, "latency": False}
+    # relative budgets are fractions of the float32 baseline; the tightest of absolute and relative wins
+    base = _m(accuracy=0.9, size_bytes=10_000, latency_ms=4.0)
+    rel = Constraints(latency_ratio=0.5, size_ratio=0.3, max_size_bytes=5_000, max_macs=10)
+    assert constraints_met(_m(accuracy=0.9, size_bytes=4_000, latency_ms=2.0, macs=10), base, rel) == {
+        "max_accuracy_drop": True, "size": False, "latency": True, "max_macs": True}
     assert constraints_met(_m(), _m(), Constraints()) == {}  # no accuracy, no goals: nothing to claim
