@@ -123,7 +123,9 @@ def cmd_profile(model_path: str) -> int:
 
     out = FLAGS.out or "latency_table.json"
     table = profile_latency(model_path, target=FLAGS.target, path=out, runs=FLAGS.runs)
-    print(f"{len(table.curves)} channel groups, full model {table.base:.4f} {table.unit}; written to {out}")
+    full = table.samples[0]["cost"] if table.samples else float("nan")
+    print(f"{len(table.samples)} configurations measured, full model {full:.4f} {table.unit}, "
+          f"fit error {table.fit_error * 100:.1f}%; written to {out}")
     return 0
 
 

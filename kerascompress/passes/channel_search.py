@@ -2,10 +2,10 @@
 
 NetAdapt-style, under the run's constraints:
 
-1. a cost table per channel group, at the precision the model ships in: latency
-   measured on the target's runtime (or read from a table measured on the device, or
-   only without either estimated from MACs and labelled so), or bytes for a size
-   objective;
+1. a cost model at the precision the model ships in: latency fitted to whole
+   configurations measured on the target's runtime (or read from a table measured on
+   the device with ``kerascompress profile``, or only without either estimated from
+   MACs and labelled so), or weight bytes for a size objective;
 2. a damage curve per group (the narrowed model's divergence from the original on
    training samples);
 3. a path of configurations from the original to the smallest, each step cutting where
@@ -37,16 +37,22 @@ from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
 from kerascompress.passes.importance import CRITERIA, channel_importance
 from kerascompress.search.allocation import PathPoint, allocation_path, uniform_path
-from kerascompress.search.cost_table import (
-    CostTable,
-    counted_table,
+from kerascompress.search.cost_model import (
+    CostModel,
+    counted_model,
     estimate_from_macs,
-    measured_table,
+    measured_model,
     model_signature,
-    sample_widths,
 )
+from kerascompress.search.features import CostFeatures
 from kerascompress.search.sensitivity import DamageProbe
-from kerascompress.search.widths import describe_widths, full_widths, pruned_model, width_steps
+from kerascompress.search.widths import (
+    describe_widths,
+    full_widths,
+    pruned_model,
+    sample_widths,
+    width_steps,
+)
 from kerascompress.targets.target import Target
 from kerascompress.training.finetune import finetune
 
@@ -60,8 +66,10 @@ class ChannelSearch(Pass):
     ``criterion``: which channels of a group go first ("l1", "l2", "bn_gamma", "taylor",
     or a registered one). ``channel_multiple`` overrides the target's width multiple.
     ``min_channels`` / ``max_ratio``: the narrowest a group may become. ``probe_samples``:
-    training samples for the damage curves. ``table_points`` / ``table_runs``: widths
-    measured per group and timed rounds of the latency table. ``rank_epochs``: the brief
+    training samples for the damage curves; ``probe_points``: widths probed per group
+    (damage is interpolated between them). ``latency_configs`` / ``latency_runs``:
+    random whole configurations measured to fit the latency model, and timed rounds of
+    each. ``rank_epochs``: the brief
     distillation of each bisection candidate (a fraction of an epoch is fine);
     ``final_epochs``: the ceiling of the last distillation, which stops after
     ``patience`` epochs without improvement on ``monitor_samples`` held-out training
@@ -82,8 +90,9 @@ class ChannelSearch(Pass):
         min_channels: int = 8,
         max_ratio: float = 0.875,
         probe_samples: int = 512,
-        table_points: int = 6,
-        table_runs: int = 40,
+        probe_points: int = 6,
+        latency_configs: int = 12,
+        latency_runs: int = 40,
         rank_epochs: float = 0.25,
         final_epochs: int = 8,
         patience: int = 1,
@@ -107,8 +116,9 @@ class ChannelSearch(Pass):
         self.min_channels = int(min_channels)
         self.max_ratio = float(max_ratio)
         self.probe_samples = int(probe_samples)
-        self.table_points = int(table_points)
-        self.table_runs = int(table_runs)
+        self.probe_points = int(probe_points)
+        self.latency_configs = int(latency_configs)
+        self.latency_runs = int(latency_runs)
         self.rank_epochs = float(rank_epochs)
         self.final_epochs = int(final_epochs)
         self.patience = int(patience)
@@ -179,47 +189,50 @@ class _Search:
             return PassOutput(self.state, {"status": "nothing to search",
                                            "reason": f"no channel group can be narrowed in multiples of {self.multiple}"})
         full = full_widths(self.groups)
+        features = CostFeatures(self.graph, self.groups)
+        ctx.progress(f"channel search: {len(steps)} groups; measuring what widths cost and what they damage")
+        model = self._cost_model(steps, features)
+        cost: Callable[[dict[int, int]], float] = lambda widths: model.predict(features, widths)  # noqa: E731
         probe = DamageProbe(self.state.model, self.x_probe)
-        ctx.progress(f"channel search: {len(steps)} groups; measuring the cost of each width and its damage")
-        table = self._cost_table(steps, probe)
-        for gid, ws in steps.items():  # damage at the widths the table did not build (interpolated between)
-            for w in sample_widths(ws, p.table_points)[1:]:
-                if w not in probe.curves.get(gid, {}):
-                    probe(gid, w, pruned_model(self.graph, self.groups, scores, {gid: w}, self.state.model.name))
+        for gid, ws in steps.items():  # damage is interpolated between the probed widths
+            for w in sample_widths(ws, p.probe_points)[1:]:
+                probe(gid, w, pruned_model(self.graph, self.groups, scores, {gid: w}, self.state.model.name))
         damage: Callable[[int, int], float] = lambda g, w: probe.damage(g, w, full[g])  # noqa: E731
-        path = uniform_path(table, steps) if p.uniform else allocation_path(table, steps, damage)
-        ctx.progress(f"channel search: {len(path)} configurations from {table.base:.4g} to {path[-1].cost:.4g} "
-                     f"{table.unit} ({table.source})")
+        path = uniform_path(cost, steps) if p.uniform else allocation_path(cost, steps, damage)
+        fit = f", fit error {model.fit_error * 100:.1f}%" if model.fit_error is not None else ""
+        ctx.progress(f"channel search: {len(path)} configurations from {path[0].cost:.4g} to {path[-1].cost:.4g} "
+                     f"{model.unit} ({model.source}{fit})")
         passing, failing = self._bisect(path)
         final_model, final = self._finalise(path, passing, failing)
-        details = self._details(table, probe, path, final)
+        details = self._details(model, probe, path, final)
         if final_model is None:
             return PassOutput(self.state, details)
         return PassOutput(self.state.replace(model=final_model), details)
 
     # ------------------------------------------------------------------ cost model
-    def _cost_table(self, steps: dict[int, list[int]], probe: DamageProbe) -> CostTable:
+    def _cost_model(self, steps: dict[int, list[int]], features: CostFeatures) -> CostModel:
         ctx, p = self.ctx, self.p
         signature = model_signature(self.state.model, self.groups)
-        precision = self.state.precision.mode
         if self.objective == "size":
-            return counted_table(self.graph, self.groups, steps, signature, "bytes",
-                                 BYTES_PER_PARAM.get(precision, 4.0))
+            return counted_model(features, signature, "bytes", BYTES_PER_PARAM.get(self.state.precision.mode, 4.0))
         given = ctx.latency_table
         if given is not None:
-            table = given if isinstance(given, CostTable) else CostTable.load(given)
-            table.check_matches(signature)
-            return table
+            model = given if isinstance(given, CostModel) else CostModel.load(given)
+            model.check_matches(signature)
+            if model.precision and model.precision != self.state.precision.describe():
+                model.notes.append(f"measured at {model.precision}; the model ships at "
+                                   f"{self.state.precision.describe()}")
+            return model
         if ctx.measures_latency:
-            return measured_table(
-                self.graph, self.groups, self.scores, steps,
+            return measured_model(
+                self.graph, self.groups, features, self.scores, steps,
                 build=lambda m: ctx.build(self.state.replace(model=m)),
-                time=lambda artifacts: ctx.time(artifacts, runs=p.table_runs),
+                time=lambda artifacts: ctx.time(artifacts, runs=p.latency_runs),
                 signature=signature, source=f"measured here on {ctx.target.name} ({self.state.precision.describe()})",
-                max_points=p.table_points, name=self.state.model.name, target=ctx.target.name,
-                precision=self.state.precision.describe(), on_model=probe,
+                n_random=p.latency_configs, seed=ctx.seed, name=self.state.model.name, target=ctx.target.name,
+                precision=self.state.precision.describe(),
             )
-        return estimate_from_macs(counted_table(self.graph, self.groups, steps, signature, "macs"))
+        return estimate_from_macs(counted_model(features, signature, "macs"))
 
     # ------------------------------------------------------------------ candidates
     def _time_left(self) -> float:
@@ -354,13 +367,14 @@ class _Search:
         return None, {"chosen": False, "closest": closest}
 
     # ------------------------------------------------------------------ report
-    def _details(self, table: CostTable, probe: DamageProbe, path: list[PathPoint], final: dict) -> dict[str, Any]:
+    def _details(self, model: CostModel, probe: DamageProbe, path: list[PathPoint], final: dict) -> dict[str, Any]:
         before = count_model(self.graph)
         out: dict[str, Any] = {
             "objective": self.objective,
             "budget_points": round(self.budget * 100, 3),
-            "cost_model": {"unit": table.unit, "source": table.source, "is_estimate": table.is_estimate,
-                           "base": table.base, "notes": table.notes},
+            "cost_model": {"unit": model.unit, "source": model.source, "is_estimate": model.is_estimate,
+                           "base": path[0].cost, "terms": model.terms, "coef": model.coef,
+                           "fit_error": model.fit_error, "samples": model.samples, "notes": model.notes},
             "channel_multiple": self.multiple,
             "criterion": self.p.criterion,
             "path_length": len(path),
@@ -383,7 +397,7 @@ class _Search:
             out["nothing_passed"] = (
                 "no pruned candidate kept the accuracy budget; the model is left unpruned"
                 + (f"; the closest: drop {final['closest']['accuracy_drop'] * 100:+.2f} points at "
-                   f"{final['closest']['predicted_cost']:.4g} {table.unit}" if final.get("closest") else "")
+                   f"{final['closest']['predicted_cost']:.4g} {model.unit}" if final.get("closest") else "")
             )
         return out
 

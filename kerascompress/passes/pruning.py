@@ -24,7 +24,11 @@ from kerascompress.graph.prune_channels import (
     removed_units,
 )
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
-from kerascompress.passes.importance import channel_importance, check_criterion, criterion_needs_data
+from kerascompress.passes.importance import (
+    channel_importance,
+    check_criterion,
+    criterion_needs_data,
+)
 from kerascompress.targets.target import Target
 from kerascompress.training.finetune import finetune
 

@@ -36,7 +36,11 @@ from kerascompress.pipeline.plots import write_search_plot
 from kerascompress.pipeline.recipes import load_recipe
 from kerascompress.pipeline.report import Metrics, Report, StepRecord
 from kerascompress.pipeline.types import Constraints, OptimizeResult
-from kerascompress.pipeline.verdicts import accuracy_noise_note, constraints_met, verdict
+from kerascompress.pipeline.verdicts import (
+    accuracy_noise_note,
+    constraints_met,
+    verdict,
+)
 
 
 def _printer(verbose: bool) -> Callable[[str], None]:

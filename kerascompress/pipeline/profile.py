@@ -24,7 +24,8 @@ from kerascompress.passes.base import ModelState
 from kerascompress.passes.importance import channel_importance
 from kerascompress.pipeline.measure import pass_context, random_inputs
 from kerascompress.quant.plan import PrecisionPlan
-from kerascompress.search.cost_table import CostTable, measured_table, model_signature
+from kerascompress.search.cost_model import CostModel, measured_model, model_signature
+from kerascompress.search.features import CostFeatures
 from kerascompress.search.widths import width_steps
 from kerascompress.targets.target import Target
 
@@ -45,10 +46,10 @@ def profile_latency(
     channel_multiple: Optional[int] = None,
     min_channels: int = 8,
     max_ratio: float = 0.875,
-    points: int = 6,
+    configs: int = 12,
     runs: int = 40,
     progress: Callable[[str], None] = print,
-) -> CostTable:
+) -> CostModel:
     """Measure ``model``'s latency table on this host for ``target`` and write it to ``path`` (JSON).
 
     ``target`` must be this host (``"auto"`` or a profile this host really is): a table
@@ -77,13 +78,13 @@ def profile_latency(
     scores = channel_importance(graph, groups, "l1")
     state = ModelState(original, plan)
     progress(f"profiling {original.name} on {tgt.name} at {plan.describe()}: {len(steps)} channel groups")
-    table = measured_table(
-        graph, groups, scores, steps,
+    table = measured_model(
+        graph, groups, CostFeatures(graph, groups), scores, steps,
         build=lambda m: ctx.build(state.replace(model=m)),
         time=lambda artifacts: ctx.time(artifacts, runs=runs),
         signature=model_signature(original, groups),
         source=f"measured on the device ({tgt.name}, {tgt.runtime}, {plan.describe()}) by kerascompress profile",
-        max_points=points, name=original.name, target=tgt.name, precision=plan.describe(),
+        n_random=configs, name=original.name, target=tgt.name, precision=plan.describe(),
     )
     if path is not None:
         table.save(path)

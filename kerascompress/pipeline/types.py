@@ -12,7 +12,6 @@ from kerascompress.errors import ConfigError
 from kerascompress.fileio import write_text_atomic
 from kerascompress.pipeline.report import Report
 
-
 #: What the search minimises.
 OBJECTIVES = ("latency", "size")
 

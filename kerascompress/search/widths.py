@@ -7,7 +7,7 @@ narrower width of a group is always a subset of a wider one.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import keras
 import numpy as np
@@ -37,6 +37,14 @@ def width_steps(size: int, multiple: int, min_channels: int, max_ratio: float) -
             steps.append(w)
         w -= max(1, multiple)
     return steps
+
+
+def sample_widths(steps: Sequence[int], max_points: int) -> list[int]:
+    """At most ``max_points`` of ``steps`` (widest first), always keeping the first and the last."""
+    if len(steps) <= max_points:
+        return list(steps)
+    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, max_points)).astype(int))
+    return [steps[i] for i in idx]
 
 
 def keep_for(scores: Mapping[int, np.ndarray], widths: Mapping[int, int]) -> dict[int, np.ndarray]:
@@ -75,4 +83,4 @@ def as_key(widths: Mapping[int, int]) -> tuple[tuple[int, int], ...]:
 
 
 __all__ = ["Widths", "as_key", "describe_widths", "full_widths", "keep_for", "pruned_model", "round_width",
-           "width_steps"]
+           "sample_widths", "width_steps"]

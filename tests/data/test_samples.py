@@ -4,7 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kerascompress.data.samples import as_list, index_samples, n_samples, slice_samples, take
+from kerascompress.data.samples import (
+    as_list,
+    index_samples,
+    n_samples,
+    slice_samples,
+    take,
+)
 
 A = np.arange(10).reshape(5, 2)
 B = np.arange(5) * 10

@@ -14,7 +14,13 @@ from keras import layers as L
 from kerascompress.graph.channel_groups import find_channel_groups
 from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.graph.prune_channels import prune_channels
-from tests.helpers.exactness import check_exact, inputs_for, outputs, random_keep, randomize
+from tests.helpers.exactness import (
+    check_exact,
+    inputs_for,
+    outputs,
+    random_keep,
+    randomize,
+)
 
 # ----------------------------------------------------------------------------- named models
 

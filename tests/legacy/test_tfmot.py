@@ -12,6 +12,7 @@ import pytest
 
 import kerascompress as kc  # noqa: E402
 from kerascompress.export.tflite_inspect import tflite_kernel_stats  # noqa: E402
+from kerascompress.legacy.tfmot import missing_reason  # noqa: E402
 from kerascompress.models.io import weights_digest  # noqa: E402
 from kerascompress.passes.cluster import Cluster  # noqa: E402
 from kerascompress.passes.lowrank import LowRank  # noqa: E402
@@ -20,7 +21,6 @@ from kerascompress.passes.qat import QuantizationAwareTraining  # noqa: E402
 from kerascompress.passes.quantize import Quantize  # noqa: E402
 from kerascompress.passes.sparsity import Sparsity  # noqa: E402
 from kerascompress.pipeline.types import Constraints  # noqa: E402
-from kerascompress.legacy.tfmot import missing_reason  # noqa: E402
 from kerascompress.targets import load  # noqa: E402
 
 needs_tfmot = pytest.mark.skipif(missing_reason() is not None, reason=f"tfmot path not installed: {missing_reason()}")

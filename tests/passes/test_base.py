@@ -5,7 +5,14 @@ import keras
 import pytest
 
 from kerascompress.errors import KerasCompressError
-from kerascompress.passes.base import BENEFITS, Gate, ModelState, Pass, PassContext, PassOutput
+from kerascompress.passes.base import (
+    BENEFITS,
+    Gate,
+    ModelState,
+    Pass,
+    PassContext,
+    PassOutput,
+)
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Target
 

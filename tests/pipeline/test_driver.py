@@ -12,7 +12,7 @@ from kerascompress.passes.base import Gate, Pass, PassOutput
 from kerascompress.passes.channel_search import ChannelSearch
 from kerascompress.passes.quantize import Quantize
 from kerascompress.pipeline.profile import profile_latency
-from kerascompress.search.cost_table import CostTable
+from kerascompress.search.cost_model import CostModel
 
 
 def test_int8_on_this_host_is_applied_and_fp16_then_refused(digits_cnn, digits_split, tmp_path):
@@ -226,8 +226,8 @@ def test_latency_budget_is_reported_met_or_missed(digits_cnn, digits_data, tmp_p
 def test_profile_writes_a_table_that_optimize_reads_for_a_far_target(digits_cnn, digits_data, tmp_path):
     path = tmp_path / "table.json"
     table = profile_latency(digits_cnn, target="auto", path=path, runs=5, progress=lambda m: None)
-    assert path.is_file() and table.unit == "ms" and table.base > 0
-    assert "kerascompress profile" in CostTable.load(path).source
+    assert path.is_file() and table.unit == "ms" and table.samples[0]["cost"] > 0 and table.fit_error is not None
+    assert "kerascompress profile" in CostModel.load(path).source
     x, y, xt, yt = digits_data
     result = kc.optimize(
         digits_cnn, target="arm64-cortex-a72", data=(x, y), validation_data=(xt, yt), output_dir=tmp_path / "out",

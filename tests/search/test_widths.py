@@ -1,7 +1,13 @@
 """Widths: rounding to the target's multiple, the steps a group may take, and nested channel choices."""
 import numpy as np
 
-from kerascompress.search.widths import as_key, keep_for, round_width, width_steps
+from kerascompress.search.widths import (
+    as_key,
+    keep_for,
+    round_width,
+    sample_widths,
+    width_steps,
+)
 
 
 def test_round_width_rounds_up_to_the_multiple_within_bounds():
@@ -24,3 +30,9 @@ def test_narrower_widths_keep_a_subset_of_the_wider_ones():
     np.testing.assert_array_equal(narrow, [0, 2])
     assert keep_for(scores, {0: 6}) == {}  # a full width changes nothing
     assert as_key({3: 8, 1: 16}) == ((1, 16), (3, 8))
+
+
+def test_sample_widths_keeps_both_ends():
+    assert sample_widths([64, 48, 32, 16], 6) == [64, 48, 32, 16]
+    picked = sample_widths(list(range(100, 0, -4)), 4)
+    assert picked[0] == 100 and picked[-1] == 4 and len(picked) == 4

@@ -5,7 +5,11 @@ import keras
 import numpy as np
 import pytest
 
-from kerascompress.training.losses import distillation_loss, looks_like_probabilities, task_loss
+from kerascompress.training.losses import (
+    distillation_loss,
+    looks_like_probabilities,
+    task_loss,
+)
 
 
 def test_distillation_loss_is_zero_for_identical_outputs():
