@@ -106,8 +106,7 @@ def optimize(
         report.notes.extend(TF_KERAS_NOTES)
     if not measurer.measures_latency:
         report.notes.append(
-            f"latency not measured here: {tgt.name} runs on {tgt.runtime}/{tgt.device}/{tgt.arch}, this host cannot "
-            f"stand in for it; measure on the device with `kerascompress validate`"
+            f"latency not measured here: {tgt.why_not_here()}; measure on the device with `kerascompress validate`"
         )
 
     ctx = measurer.context(data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints)
