@@ -34,7 +34,7 @@ from kerascompress.targets.tensorrt_releases import newest_line_for, version_spe
 
 # Where the rules come from (the shipped profiles cite the same documents).
 XNNPACK_README = "https://github.com/google-ai-edge/LiteRT/blob/main/tflite/delegates/xnnpack/README.md"
-XNNPACK_KERNELS = "https://github.com/google/XNNPACK/tree/master/src"
+XNNPACK_KERNELS = "https://github.com/google/XNNPACK/blob/master/src"
 LITERT_MEASURED = "benchmarks/results/litert_kernels.md"
 _SRC_XNNPACK = (
     f"LiteRT hands CPU models to its default XNNPACK delegate (XNNPACK delegate README, {XNNPACK_README}); "
@@ -127,7 +127,8 @@ def cpu_target(info: CpuInfo, source: str = "detected: /proc/cpuinfo flags on th
             )
         else:
             src["precisions.int8"] = (
-                f"{source}: no AVX2 or VNNI; XNNPACK's x86 int8 GEMM kernels below AVX2 ({XNNPACK_KERNELS}/qs8-qc8w-gemm/gen) "
+                f"{source}: no AVX2 or VNNI; XNNPACK's x86 int8 GEMM kernels below AVX2 "
+                "(https://github.com/google/XNNPACK/tree/master/src/qs8-qc8w-gemm/gen) "
                 "are SSE, with no int8 speed-up established: treated as size-only"
             )
         if "avx512f" in flags:
@@ -175,8 +176,9 @@ def cpu_target(info: CpuInfo, source: str = "detected: /proc/cpuinfo flags on th
         runtime=f"{source}: CPU host without a usable GPU+TensorRT, so models run on LiteRT with XNNPACK ({XNNPACK_README})",
         device=f"{source}: CPU (https://docs.python.org/3/library/platform.html#platform.machine)",
         arch=f"{source}: platform.machine() (https://docs.python.org/3/library/platform.html#platform.machine)",
-        isa_features=f"{source}: kernel-relevant flags, named as in Linux arch/x86/include/asm/cpufeatures.h and "
-        "https://docs.kernel.org/arch/arm64/elf_hwcaps.html",
+        isa_features=f"{source}: kernel-relevant flags, named as in Linux's x86 CPU feature list "
+        "(https://github.com/torvalds/linux/blob/master/arch/x86/include/asm/cpufeatures.h) and arm64 hwcaps "
+        "(https://docs.kernel.org/arch/arm64/elf_hwcaps.html)",
         channel_multiple=f"{source}: {why}",
         sparse_2_4=_SRC_SPARSE_CPU,
         unstructured_sparsity=_SRC_SPARSE_CPU,
@@ -238,7 +240,8 @@ def gpu_target(
         notes = (f"TensorRT releases after {last} do not support compute capability {major}.{minor}; build with TensorRT {version}",)
     version_source = newest.source if newest is not None else "no TensorRT release supports this GPU"
     src.update(
-        runtime=f"{source}: GPU present and the tensorrt package is installed",
+        runtime=f"{source}: an NVIDIA GPU and the tensorrt package are here; TensorRT builds the engine from the ONNX "
+        "(https://docs.nvidia.com/deeplearning/tensorrt/latest/index.html)",
         device=f"{tag}; {_CUDA_GPUS}",
         arch=f"{source}: platform.machine() (https://docs.python.org/3/library/platform.html#platform.machine)",
         compute_capability=f"{tag}; {_CUDA_GPUS}",

@@ -36,7 +36,7 @@ from kerascompress.targets.target import PRECISIONS, Kernel, Target
 #: Runtimes an exporter exists for; a profile naming another one could never be deployed.
 RUNTIMES = ("litert", "tensorrt")
 DEVICES = ("cpu", "gpu", "npu", "mcu")
-#: Spellings accepted for each `Kernel` ("none" is what ARCHITECTURE.md calls it).
+#: Spellings accepted for each `Kernel` ("none" is accepted as a synonym of "unsupported").
 KERNEL_NAMES = {"fast": Kernel.FAST, "storage-only": Kernel.STORAGE, "unsupported": Kernel.NONE, "none": Kernel.NONE}
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -49,8 +49,8 @@ RELEASE_LINES: tuple[ReleaseLine, ...] = (
         "TensorRT 8.6.0 EA Release Notes, Announcements: 'TensorRT 8.5.3 was the last release supporting NVIDIA Kepler "
         "(SM 3.x) and NVIDIA Maxwell (SM 5.x) devices ... NVIDIA Pascal (SM 6.x) devices are deprecated in TensorRT 8.6' "
         "(https://docs.nvidia.com/deeplearning/tensorrt/release-notes/index.html#rel-8-6-0-EA, quoted by NVIDIA in "
-        "https://github.com/NVIDIA/TensorRT/issues/3589); trtexec 8.6 has --fp8 but no --bf16 "
-        "(samples/common/sampleOptions.cpp at tag v8.6.1, https://github.com/NVIDIA/TensorRT/blob/v8.6.1/samples/common/sampleOptions.cpp)",
+        "https://github.com/NVIDIA/TensorRT/issues/3589); trtexec 8.6 has --fp8 but no --bf16 (trtexec options at tag "
+        "v8.6.1, https://github.com/NVIDIA/TensorRT/blob/v8.6.1/samples/common/sampleOptions.cpp)",
     ),
     ReleaseLine(
         "10.0", "10.4", 7.0, True, _BASE | {"bf16", "fp8", "int4"},
