@@ -34,6 +34,7 @@ from kerascompress.pipeline.measure import Measurer
 from kerascompress.pipeline.outputs import write_outputs
 from kerascompress.pipeline.recipes import load_recipe
 from kerascompress.pipeline.report import Metrics, Report, StepRecord
+from kerascompress.pipeline.target_checks import check_target_fit
 from kerascompress.pipeline.types import Constraints, OptimizeResult
 from kerascompress.pipeline.verdicts import constraints_met, verdict
 
@@ -129,6 +130,7 @@ def optimize(
         report.final_latency_ratio = timing["final"].median_ms / timing["baseline"].median_ms
     report.final = final
     report.constraints_met = constraints_met(final, baseline, constraints)
+    check_target_fit(report, tgt, baseline_artifact, current_artifact)  # memory budgets, op table, toolchain
 
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="kerascompress-"))
     artifacts = write_outputs(
