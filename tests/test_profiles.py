@@ -111,6 +111,15 @@ def test_gpu_channel_multiples_and_tensorrt_versions():
     assert load("nvidia-t4-sm75").runtime_version == ""
 
 
+def test_a_runtime_version_that_is_no_version_specifier_is_refused():
+    from kerascompress.targets.profiles import from_dict
+
+    data = yaml.safe_load((targets_dir() / "nvidia-pascal-sm61.yaml").read_text())
+    data["runtime_version"]["value"] = "TensorRT 8.6 or older"
+    with pytest.raises(ConfigError, match="field 'runtime_version': value 'TensorRT 8.6 or older' is not a PEP 440"):
+        from_dict(data, origin="my.yaml")
+
+
 def test_unknown_name_lists_known_names():
     with pytest.raises(ConfigError) as e:
         load("nvidia-a100")
