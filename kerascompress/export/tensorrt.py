@@ -420,7 +420,8 @@ def to_tensorrt(
     notes.append(
         f"built for TensorRT {version} ("
         + ("strongly typed: the ONNX's types are the engine's" if strongly_typed
-           else f"weakly typed: builder flags {', '.join(flags) or 'none'} allow the ONNX's precisions")
+           else f"weakly typed: builder flags {', '.join(flags)} allow the ONNX's precisions" if flags
+           else "weakly typed: the ONNX is float32, no builder precision flag needed")
         + f"; profile runtime_version {target.runtime_version or 'any'!r})"
     )
     if line is not None and not line.verified:
