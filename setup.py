@@ -10,7 +10,7 @@ setup(
     + ["kerascompress.configs", "kerascompress.configs.targets", "kerascompress.configs.recipes"],
     package_dir={"kerascompress.configs": "configs"},
     package_data={
-        "kerascompress.configs.targets": ["*.yaml"],
+        "kerascompress.configs.targets": ["*.yaml", "op_tables/*.yaml"],
         "kerascompress.configs.recipes": ["*.yaml"],
     },
 )

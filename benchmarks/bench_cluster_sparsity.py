@@ -178,7 +178,7 @@ def main() -> None:
         rows[name]["latency_ratio_vs_fp32"] = round(st.median_ms / base, 3)
 
     result = {
-        "model": f"kerascompress.examples.zoo.residual_cnn(width={args.width})",
+        "model": f"kerascompress.zoo.residual_cnn(width={args.width})",
         "parameters": int(model.count_params()),
         "epochs": args.epochs,
         "finetune": {"epochs": args.finetune_epochs, "max_steps_per_epoch": args.finetune_steps, "batch_size": 64,
@@ -251,10 +251,9 @@ def _markdown(r: dict[str, Any]) -> str:
         "## tfmot on the tf_keras twin",
         "",
         "Not run here: tf-keras needs the full `tensorflow` wheel, which conflicts with the installed "
-        "tensorflow-cpu. For context only (a different run, model and machine, from an earlier project measurement): tfmot 0.8.1 "
-        "on a 309k-parameter residual CNN, 4 epochs, 91.95% float: int8 PTQ 91.81%, 334 KB, 0.27x fp32 latency; "
-        "16 clusters + int8 gave the smallest gzip (189 KB) and no speed-up; 2:4 + int8 no speed-up and no raw-size "
-        "change. Run the legacy path (`kerascompress.legacy`) where tf_keras is installed to put both side by side.",
+        "tensorflow-cpu. tfmot on tf_keras twins is measured by benchmarks/bench_tfmot_twin.py in a separate venv "
+        "(benchmarks/results/tfmot_twin.md): there too clustering and 2:4 sparsity change gzip size, not raw size or "
+        "latency. Run the legacy path (`kerascompress.legacy`) where tf_keras is installed to put both side by side.",
         "",
     ]
     return "\n".join(lines)

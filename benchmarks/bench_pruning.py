@@ -162,7 +162,7 @@ def tfmot_side_by_side() -> str:
         import tensorflow_model_optimization  # noqa: F401
     except Exception as exc:  # noqa: BLE001
         return f"not run: tensorflow-model-optimization is not installed here ({type(exc).__name__})"
-    return "not run: needs a tf_keras twin in a separate process (TF_USE_LEGACY_KERAS=1); see the tf_keras twin figures in docs/benchmarks.md"
+    return "not run: needs a tf_keras twin in a separate process (TF_USE_LEGACY_KERAS=1); see benchmarks/results/tfmot_twin.md"
 
 
 # ----------------------------------------------------------------------------- part 2

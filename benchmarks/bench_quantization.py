@@ -6,7 +6,7 @@ the accuracy budget holds) and QAT (fake-quant fine-tuning, then INT8). Accuracy
 test split, TFLite size, and LiteRT latency (1 thread, batch 1) as a ratio to float32,
 all variants of a model timed interleaved in one run.
 
-Model A: `kerascompress.examples.zoo.small_cnn` trained on Fashion-MNIST.
+Model A: `kerascompress.zoo.small_cnn` trained on Fashion-MNIST.
 Model B ("unbalanced"): model A with one live output channel of bn1 made 300x larger and
 the matching input weights of conv2 300x smaller. ReLU commutes with positive scaling,
 so the float model computes exactly the same function, but conv1's per-tensor int8
@@ -15,7 +15,8 @@ resolution: the unbalanced-channel-range failure real networks show (the reason
 cross-layer equalization exists). Plain INT8 PTQ loses well over a point on it.
 
 tfmot's QAT on the tf_keras twin is not run: tfmot needs tf_keras, which needs the full
-`tensorflow` wheel and conflicts with the tensorflow-cpu installed here.
+`tensorflow` wheel and conflicts with the tensorflow-cpu installed here; benchmarks/bench_tfmot_twin.py
+runs it in a separate venv (benchmarks/results/tfmot_twin.md).
 
     nice python benchmarks/bench_quantization.py [--quick]
 
@@ -124,8 +125,8 @@ def main() -> None:
     lines = ["# Quantization benchmark (Fashion-MNIST)", "",
              f"Setup: {json.dumps(results['setup'])}", "",
              "tfmot QAT on the tf_keras twin: not run - tf_keras needs the full `tensorflow` wheel, which "
-             "conflicts with tensorflow-cpu here (an earlier project measurement gave tfmot QAT int8 92.10% vs 91.95% float on "
-             "a residual CNN).", ""]
+             "conflicts with tensorflow-cpu here; benchmarks/bench_tfmot_twin.py runs it in a separate venv "
+             "(benchmarks/results/tfmot_twin.md).", ""]
     for name, row in results["models"].items():
         lines += [f"## {name}", "", f"Mixed plan keeps in fp32: {row['mixed_plan']['kept_fp32']} "
                   f"({row['mixed_plan']['candidates']} candidates, {row['mixed_plan']['search_seconds']} s); "

@@ -1,15 +1,18 @@
 """ONNX (with precision in the graph) -> TensorRT engine, or everything needed to build it.
 
-TensorRT 11 networks are strongly typed: the engine computes in the precision the ONNX
-carries (Q/DQ for INT8/FP8, float16 tensors for FP16), so there are no precision flags
-here. When ``tensorrt`` imports and this host's GPU is the target's, `to_tensorrt`
-builds, times and checks the engine. Otherwise it writes the ONNX, the reference data,
-the exact ``trtexec`` command and a self-contained ``build_engine.py`` for the device,
-and says why the engine was not built here. ``tensorrt`` is imported lazily.
+Which TensorRT the engine is for comes from the target profile's ``runtime_version``
+(`targets.tensorrt_releases.pick_version`: the installed release when the profile allows
+it, else the newest release it allows), and everything follows that version: the oldest
+GPU it supports (the gate), and how it is told the precision. TensorRT 10.x/11.x
+networks are strongly typed: the engine computes in the precision the ONNX carries (Q/DQ
+for INT8/FP8, float16 tensors for FP16). TensorRT 8.x is weakly typed: the build needs
+builder precision flags (``--int8``, ``--fp16``) for the precisions the ONNX carries.
 
-Before anything is written, `check_target` gates on the target: a TensorRT GPU profile,
-a GPU the TensorRT release supports, and the precisions and 2:4 sparsity the graph and
-the request need.
+When ``tensorrt`` imports, its version is the profile's and this host's GPU is the
+target's, `to_tensorrt` builds, times and checks the engine. Otherwise it writes the
+ONNX, the reference data (when given), the exact ``trtexec`` command and a
+self-contained ``build_engine.py`` for the device, and says why the engine was not built
+here. ``tensorrt`` is imported lazily.
 """
 from __future__ import annotations
 
@@ -19,8 +22,6 @@ import io
 import json
 import os
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
@@ -37,27 +38,36 @@ from kerascompress.export.onnx_precision import describe_precision
 from kerascompress.fileio import write_atomic, write_text_atomic
 from kerascompress.runtime.tensorrt_engine import (
     trt_build_engine,
+    trt_device_memory,
     trt_run_engine,
     trt_time_batches,
 )
+from kerascompress.targets.nvidia import local_compute_capability
 from kerascompress.targets.target import Kernel, Target
+from kerascompress.targets.tensorrt_releases import ReleaseLine, pick_version, release_line
 
-#: Minimum compute capability for each precision on NVIDIA GPUs (TensorRT support matrix:
-#: https://docs.nvidia.com/deeplearning/tensorrt/latest/getting-started/support-matrix.html).
+#: Minimum compute capability for each precision on NVIDIA GPUs. fp16: CUDA C++
+#: Programming Guide, arithmetic instruction throughput (FP16 from 5.3); int8: dp4a from
+#: 6.1 (TensorRT 8.6.1 Support Matrix, Hardware and Precision: 6.1 P4 INT8 'Yes',
+#: https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/support-matrix/index.html);
+#: bf16 8.0 and fp8 8.9: Transformer Engine support matrix
+#: (https://nvidia.github.io/TransformerEngine/support_matrix.html); int4 (weight-only in
+#: TensorRT): no TensorRT matrix row found; the TensorRT-RTX matrix lists INT4 WoQ GEMM as
+#: 'No' on 7.5 and 'Yes' from 8.6 (https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/getting-started/support-matrix.html),
+#: so 8.0 here is a conservative, unverified floor.
 MIN_COMPUTE_CAPABILITY = {
     "fp32": 0.0,
     "fp16": 5.3,
     "int8": 6.1,
     "bf16": 8.0,
     "fp8": 8.9,
-    "int4": 7.5,
+    "int4": 8.0,
 }
-#: 2:4 structured sparsity needs sparse tensor cores (Ampere, compute capability 8.0+).
+#: 2:4 structured sparsity needs sparse tensor cores (Ampere, compute capability 8.0+;
+#: https://developer.nvidia.com/blog/accelerating-inference-with-sparsity-using-ampere-and-tensorrt/).
 MIN_COMPUTE_CAPABILITY_SPARSE = 8.0
-#: Oldest GPU each TensorRT major release supports (10.x and 11.x: Turing, 7.5; Volta
-#: support ended within 10.x). Used for the gate when TensorRT is not importable here.
-MIN_COMPUTE_CAPABILITY_FOR_TRT = {10: 7.5, 11: 7.5}
-DEFAULT_TRT_MAJOR = 11
+#: Weakly typed (8.x) builds: the builder flag (and trtexec option) that allows each precision.
+WEAK_TYPING_FLAGS = {"fp16": "FP16", "int8": "INT8", "fp8": "FP8"}
 
 DEFAULT_BATCH_SIZES = (1, 8, 32)
 
@@ -74,6 +84,7 @@ class TensorRTResult:
     onnx_path: Path
     engine_path: Path | None
     trtexec_command: str
+    tensorrt_version: str
     script_path: Path | None
     precisions: tuple[str, ...]
     sparsity: bool
@@ -91,28 +102,40 @@ class TensorRTResult:
 # ----------------------------------------------------------------------------- gate
 
 
-def trt_major_version() -> int | None:
-    """Major version of the importable ``tensorrt`` package, None when it does not import."""
+def installed_tensorrt_version() -> str | None:
+    """Version of the importable ``tensorrt`` package, None when it does not import."""
     try:
         import tensorrt as trt  # type: ignore[import-not-found]
     except Exception:
         return None
+    return str(getattr(trt, "__version__", "")) or None
+
+
+def trt_major_version() -> int | None:
+    """Major version of the importable ``tensorrt`` package, None when it does not import."""
+    version = installed_tensorrt_version()
     try:
-        return int(str(trt.__version__).split(".")[0])
-    except Exception:  # pragma: no cover
+        return int(version.split(".")[0]) if version else None
+    except ValueError:  # pragma: no cover
         return None
+
+
+def kit_version(target: Target, installed: str | None = None) -> str:
+    """The TensorRT version an engine for ``target`` is built with (`pick_version` on its runtime_version)."""
+    return pick_version(target.runtime_version, installed=installed)
 
 
 def check_target(
     target: Target,
     precisions: Sequence[str] = ("fp32",),
     sparsity: bool = False,
-    trt_major: int | None = None,
+    trt_version: str | None = None,
 ) -> list[str]:
     """Reasons why ``target`` cannot run an engine with these precisions ([] = it can).
 
-    FP8 needs compute capability 8.9+, BF16 and 2:4 sparsity 8.0+, INT8 and FP16 need
-    both the generation and the profile's kernels; the TensorRT release sets the oldest GPU.
+    ``trt_version`` (default: `kit_version` of the target) sets the oldest GPU and the
+    precisions the builder takes; FP8 needs compute capability 8.9+, BF16 and 2:4
+    sparsity 8.0+, and INT8 and FP16 both the generation and the profile's kernels.
     """
     reasons: list[str] = []
     if target.runtime != "tensorrt" or target.device != "gpu":
@@ -125,19 +148,24 @@ def check_target(
     if cc is None:
         reasons.append(f"target {target.name!r} has no compute_capability; add it to the profile")
         return reasons
-    major = trt_major if trt_major is not None else DEFAULT_TRT_MAJOR
-    min_cc = MIN_COMPUTE_CAPABILITY_FOR_TRT.get(major, max(MIN_COMPUTE_CAPABILITY_FOR_TRT.values()))
-    if cc < min_cc:
+    version = trt_version or kit_version(target)
+    line: ReleaseLine | None = release_line(version)
+    if line is None:
+        reasons.append(f"kerascompress knows no TensorRT release line for version {version}")
+        return reasons
+    if cc < line.min_compute_capability:
         reasons.append(
-            f"TensorRT {major}.x supports GPUs of compute capability {min_cc}+; "
-            f"{target.name} is {cc} (use an older TensorRT release on it)"
+            f"TensorRT {version} supports GPUs of compute capability {line.min_compute_capability}+; {target.name} "
+            f"is {cc} (set the profile's runtime_version to a release that supports it)"
         )
     for p in precisions:
         need = MIN_COMPUTE_CAPABILITY.get(p)
         if need is None:
             reasons.append(f"precision {p!r} is not one TensorRT engines take from ONNX")
             continue
-        if cc < need:
+        if p != "fp32" and p not in line.precisions:
+            reasons.append(f"TensorRT {version} does not build {p}")
+        elif cc < need:
             reasons.append(f"{p} needs compute capability {need}+; {target.name} is {cc}")
         elif p != "fp32" and target.kernel(p) is Kernel.NONE:
             reasons.append(f"the {target.name} profile lists no {p} kernels")
@@ -150,6 +178,14 @@ def check_target(
         elif not target.supports("sparse_2_4"):
             reasons.append(f"the {target.name} profile does not list 2:4 sparse kernels")
     return reasons
+
+
+def builder_flags(trt_version: str, precisions: Sequence[str]) -> tuple[str, ...]:
+    """Builder precision flags a weakly typed (8.x) build needs for ``precisions``; () when strongly typed."""
+    line = release_line(trt_version)
+    if line is None or line.strongly_typed:
+        return ()
+    return tuple(WEAK_TYPING_FLAGS[p] for p in ("int8", "fp16", "fp8") if p in precisions and p in WEAK_TYPING_FLAGS)
 
 
 def storage_only_notes(target: Target, precisions: Sequence[str]) -> list[str]:
@@ -183,13 +219,18 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args()
     shapes = {k: [tuple(s) for s in v] for k, v in cfg["shapes"].items()}
-    trt_build_engine(args.onnx, args.engine, shapes, sparsity=cfg["sparsity"])
-    ref = np.load(os.path.join(here, cfg["reference"]))
-    inputs = {n: ref["input:" + n] for n in cfg["inputs"]}
-    outputs, _ = trt_run_engine(args.engine, inputs, runs=1, warmup=1)
-    errors = {n: float(np.abs(outputs[n] - ref["output:" + n]).max()) for n in cfg["outputs"]}
-    timing = trt_time_batches(args.engine, inputs, cfg["batch_sizes"], runs=args.runs)
-    report = {"engine": args.engine, "max_abs_error_vs_keras": errors, "latency": timing}
+    trt_build_engine(args.onnx, args.engine, shapes, sparsity=cfg["sparsity"],
+                     strongly_typed=cfg["strongly_typed"], builder_flags=cfg["builder_flags"])
+    report = {"engine": args.engine, "tensorrt_version_of_the_kit": cfg["tensorrt_version"]}
+    if cfg.get("reference"):
+        ref = np.load(os.path.join(here, cfg["reference"]))
+        inputs = {n: ref["input:" + n] for n in cfg["inputs"]}
+    else:  # no reference data was written: time on zeros at the optimum shape, no fidelity check
+        inputs = {n: np.zeros(shapes[n][1], np.float32) for n in cfg["inputs"]}
+    if cfg.get("reference") and cfg["outputs"]:
+        outputs, _ = trt_run_engine(args.engine, inputs, runs=1, warmup=1)
+        report["max_abs_error_vs_keras"] = {n: float(np.abs(outputs[n] - ref["output:" + n]).max()) for n in cfg["outputs"]}
+    report["latency"] = trt_time_batches(args.engine, inputs, cfg["batch_sizes"], runs=args.runs)
     print(json.dumps(report, indent=2))
     with open(os.path.join(here, "engine_report.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -204,11 +245,11 @@ def engine_script_source() -> str:
     """Source of the self-contained build_engine.py written next to the ONNX."""
     parts = [
         '"""Build, time and check a TensorRT engine from model.onnx (written by kerascompress).\n\n'
-        "Needs: numpy, tensorrt (10 or 11) and torch or cuda-python for device memory.\n"
+        "Needs: numpy, tensorrt (the version in build_config.json) and torch or cuda-python for device memory.\n"
         'Run on the target device: python build_engine.py\n"""\n'
         "import os\n",
     ]
-    for fn in (trt_build_engine, trt_run_engine, trt_time_batches):
+    for fn in (trt_device_memory, trt_build_engine, trt_run_engine, trt_time_batches):
         parts.append("\n\n" + inspect.getsource(fn))
     parts.append(_SCRIPT_MAIN)
     return "".join(parts)
@@ -258,13 +299,27 @@ def trtexec_command(
     engine_path: Union[str, os.PathLike],
     shapes: Mapping[str, Sequence[Sequence[int]]],
     sparsity: bool = False,
+    trt_version: str = "11.5.0",
+    precisions: Sequence[str] = ("fp32",),
 ) -> str:
-    """The trtexec line that builds (and times) the same engine on the device."""
+    """The trtexec line that builds (and times) the same engine on the device, for ``trt_version``.
+
+    10.x and 11.x: ``--stronglyTyped`` (first in 10.0; a documented no-op in 11.x, where
+    strong typing is the only mode). 8.x has no ``--stronglyTyped`` (trtexec stops on an
+    unknown option) and needs the precision flags of the ONNX's precisions instead
+    (samples/common/sampleOptions.cpp at tags v8.6.1, v10.0.1, v11.0,
+    https://github.com/NVIDIA/TensorRT).
+    """
 
     def fmt(i: int) -> str:
         return ",".join(f"{n}:{'x'.join(str(d) for d in s[i])}" for n, s in shapes.items())
 
-    parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--stronglyTyped"]
+    parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
+    line = release_line(trt_version)
+    if line is not None and not line.strongly_typed:
+        parts += [f"--{flag.lower()}" for flag in builder_flags(trt_version, precisions)]
+    else:
+        parts.append("--stronglyTyped")
     if any(s[0] != s[2] for s in shapes.values()):
         parts += [f"--minShapes={fmt(0)}", f"--optShapes={fmt(1)}", f"--maxShapes={fmt(2)}"]
     if sparsity:
@@ -273,27 +328,23 @@ def trtexec_command(
 
 
 def _local_gpu_compute_capability() -> float | None:
-    """Compute capability of this host's first NVIDIA GPU, None when there is none."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout.strip().splitlines()
-        return float(out[0]) if out else None
-    except Exception:
-        return None
+    """Compute capability of this host's first NVIDIA GPU (nvidia-smi or NVML), None when there is none."""
+    return local_compute_capability()
 
 
-def _why_not_here(target: Target) -> str | None:
-    """None when an engine for ``target`` can be built and timed on this host."""
+def _why_not_here(target: Target, version: str) -> str | None:
+    """None when an engine for ``target`` with TensorRT ``version`` can be built and timed on this host."""
     try:
         import tensorrt  # noqa: F401  # type: ignore[import-not-found]
     except Exception as err:
         kind = "is not installed" if isinstance(err, ModuleNotFoundError) else f"does not import ({err})"
         return f"tensorrt {kind}"
+    installed = installed_tensorrt_version()
+    if installed != version:
+        return (
+            f"the installed TensorRT {installed} is not the {version} this kit is for (profile runtime_version "
+            f"{target.runtime_version or 'any'!r})"
+        )
     cc = _local_gpu_compute_capability()
     if cc is None:
         return "no NVIDIA GPU on this host"
@@ -305,6 +356,13 @@ def _why_not_here(target: Target) -> str | None:
     return None
 
 
+def engine_summary(result: TensorRTResult) -> str:
+    """One report line for a built engine: its error against Keras and its latency per batch size."""
+    error = "not checked" if result.max_abs_error is None else f"{result.max_abs_error:.3g}"
+    timing = ", ".join(
+        f"batch {b}: {t['median_ms']:.3f} ms median, {t['p90_ms']:.3f} ms p90" for b, t in sorted(result.latency_ms.items())
+    )
+    return f"TensorRT {result.tensorrt_version} engine built and timed here: max abs error vs Keras {error}; {timing}"
 
 
 # ----------------------------------------------------------------------------- public API
@@ -324,14 +382,15 @@ def to_tensorrt(
     """Build and time a TensorRT engine for ``target`` from an ONNX file, or prepare it.
 
     The precisions come from the graph (`describe_precision`), so the gate sees exactly
-    what the engine will compute. Raises `UnsupportedOnTarget` with every reason when the
-    target cannot run it. ``reference_model`` (Keras) and ``sample_data`` give the
-    fidelity check: its outputs are saved with the inputs so the device script can
-    compare too. ``calibration_data`` is saved only for the record: the Q/DQ scales are
-    already in the ONNX, TensorRT needs no calibration cache.
+    what the engine will compute, and the TensorRT version from the target's
+    ``runtime_version`` (`kit_version`). Raises `UnsupportedOnTarget` with every reason
+    when the target cannot run it. ``reference_model`` (Keras) and ``sample_data`` give
+    the fidelity check: its outputs are saved with the inputs so the device script can
+    compare too; without them no reference.npz is written and the script times zeros.
+    ``calibration_data`` is saved only for the record: the Q/DQ scales are already in
+    the ONNX, TensorRT needs no calibration cache.
     """
     import onnx
-
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -340,9 +399,13 @@ def to_tensorrt(
         raise ExportError(f"batch_sizes must be positive integers, got {batch_sizes}")
     summary = describe_precision(onnx.load(str(onnx_path)))
     precisions = summary.precisions or ("fp32",)
-    reasons = check_target(target, precisions, sparsity=sparsity, trt_major=trt_major_version())
+    version = kit_version(target, installed=installed_tensorrt_version()) if target.runtime == "tensorrt" else ""
+    reasons = check_target(target, precisions, sparsity=sparsity, trt_version=version or None)
     if reasons:
         raise UnsupportedOnTarget(f"cannot build a TensorRT engine for {target.name}: " + "; ".join(reasons))
+    line = release_line(version)
+    strongly_typed = bool(line is not None and line.strongly_typed)
+    flags = builder_flags(version, precisions)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -354,6 +417,15 @@ def to_tensorrt(
     shapes = _shape_profiles(inputs, batch_sizes)
     files: dict[str, Path] = {"onnx": onnx_out}
     notes = storage_only_notes(target, precisions)
+    notes.append(
+        f"built for TensorRT {version} ("
+        + ("strongly typed: the ONNX's types are the engine's" if strongly_typed
+           else f"weakly typed: builder flags {', '.join(flags)} allow the ONNX's precisions" if flags
+           else "weakly typed: the ONNX is float32, no builder precision flag needed")
+        + f"; profile runtime_version {target.runtime_version or 'any'!r})"
+    )
+    if line is not None and not line.verified:
+        notes.append(f"TensorRT {line.first}-{line.last}: GPU floor {line.min_compute_capability} not verified in NVIDIA's support matrix")
 
     # Reference data: inputs and Keras outputs, so the device can check fidelity too.
     reference = None
@@ -379,23 +451,27 @@ def to_tensorrt(
         else "no calibration needed"
     )
 
-    command = trtexec_command(onnx_out.name, engine_out.name, shapes, sparsity=sparsity)
+    command = trtexec_command(onnx_out.name, engine_out.name, shapes, sparsity=sparsity, trt_version=version,
+                              precisions=precisions)
     write_text_atomic(out / "trtexec.sh", "#!/bin/sh\n# Run in this folder on the target device.\n" + command + "\n")
     files["trtexec"] = out / "trtexec.sh"
     script = out / "build_engine.py"
     write_text_atomic(script, engine_script_source())
     files["script"] = script
     config = {
-            "onnx": onnx_out.name,
-            "engine": engine_out.name,
-            "shapes": shapes,
-            "sparsity": bool(sparsity),
-            "batch_sizes": [int(b) for b in batch_sizes],
-            "inputs": [n for n, _ in inputs],
-            "outputs": output_names if reference is not None and reference_model is not None else [],
-            "reference": "reference.npz",
-            "target": target.name,
-            "precisions": list(precisions),
+        "onnx": onnx_out.name,
+        "engine": engine_out.name,
+        "shapes": shapes,
+        "sparsity": bool(sparsity),
+        "batch_sizes": [int(b) for b in batch_sizes],
+        "inputs": [n for n, _ in inputs],
+        "outputs": output_names if reference is not None and reference_model is not None else [],
+        "reference": "reference.npz" if reference is not None else None,
+        "target": target.name,
+        "precisions": list(precisions),
+        "tensorrt_version": version,
+        "strongly_typed": strongly_typed,
+        "builder_flags": list(flags),
     }
     write_text_atomic(out / "build_config.json", json.dumps(config, indent=2, default=str))
     files["config"] = out / "build_config.json"
@@ -405,34 +481,33 @@ def to_tensorrt(
         onnx_path=onnx_out,
         engine_path=None,
         trtexec_command=command,
+        tensorrt_version=version,
         script_path=script,
         precisions=tuple(precisions),
         sparsity=bool(sparsity),
         files=files,
         notes=notes,
     )
-    why = _why_not_here(target)
+    why = _why_not_here(target, version)
     if why is not None:
         result.status = f"engine not built here: {why}"
         return result
 
-    try:  # pragma: no cover - needs TensorRT and a GPU
-        trt_build_engine(str(onnx_out), str(engine_out), shapes, sparsity=sparsity)
-    except Exception as err:  # pragma: no cover
+    try:
+        trt_build_engine(str(onnx_out), str(engine_out), shapes, sparsity=sparsity,
+                         strongly_typed=strongly_typed, builder_flags=flags)
+    except Exception as err:
         raise ExportError(f"TensorRT engine build failed: {err}") from err
-    result.engine_path = engine_out  # pragma: no cover
-    files["engine"] = engine_out  # pragma: no cover
-    if reference is not None:  # pragma: no cover
-        feeds = {n: reference[f"input:{n}"] for n, _ in inputs}
-        outs, _ = trt_run_engine(str(engine_out), feeds, runs=1, warmup=1)
+    result.engine_path = engine_out
+    files["engine"] = engine_out
+    if reference is not None:
+        sample = {n: reference[f"input:{n}"] for n, _ in inputs}
+        outs, _ = trt_run_engine(str(engine_out), sample, runs=1, warmup=1)
         if reference_model is not None:
-            result.max_abs_error = float(
-                max(np.abs(outs[n] - reference[f"output:{n}"]).max() for n in output_names)
-            )
-        sample = feeds
-    else:  # pragma: no cover
-        sample = {n: np.zeros([1] + s[0][1:], np.float32) for n, s in shapes.items()}
-    timing = trt_time_batches(str(engine_out), sample, batch_sizes, runs=runs)  # pragma: no cover
+            result.max_abs_error = float(max(np.abs(outs[n] - reference[f"output:{n}"]).max() for n in output_names))
+    else:
+        sample = {n: np.zeros([1] + list(s[0][1:]), np.float32) for n, s in shapes.items()}
+    timing = trt_time_batches(str(engine_out), sample, batch_sizes, runs=runs)
     result.latency_ms = {b: {"median_ms": t["median_ms"], "p90_ms": t["p90_ms"]} for b, t in timing.items()}
     result.throughput_per_s = {b: t["throughput_per_s"] for b, t in timing.items()}
     result.status = "built"
@@ -441,6 +516,10 @@ def to_tensorrt(
 
 __all__ = [
     "MIN_COMPUTE_CAPABILITY",
+    "builder_flags",
+    "engine_summary",
+    "installed_tensorrt_version",
+    "kit_version",
     "MIN_COMPUTE_CAPABILITY_SPARSE",
     "TensorRTResult",
     "check_target",

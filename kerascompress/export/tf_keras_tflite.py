@@ -18,6 +18,8 @@ from kerascompress.export.tflite import (
     _convert,
     _normalize_plan,
     _representative,
+    check_fp16_accumulation,
+    request_fp16_accumulation,
 )
 from kerascompress.fileio import write_atomic
 from kerascompress.quant.plan import PrecisionPlan
@@ -30,8 +32,9 @@ def tf_keras_to_tflite(
     path: Union[str, os.PathLike, None] = None,
     int8_io: Optional[bool] = None,
     num_samples: int = 200,
+    fp16_accumulation: bool = False,
 ) -> bytes:
-    """A tf_keras model to TFLite via ``TFLiteConverter.from_keras_model`` (same modes as `to_tflite`).
+    """A tf_keras model to TFLite via ``TFLiteConverter.from_keras_model`` (same modes and options as `to_tflite`).
 
     The Keras 3 exporter traces the layer graph to keep named layers in float; a tf_keras
     graph is not traced, so per-layer float fallback (``float_layers``, "mixed") and the
@@ -58,6 +61,8 @@ def tf_keras_to_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
+        if fp16_accumulation:
+            request_fp16_accumulation(converter)
     elif mode in ("int8", "int16x8"):
         names = [str(n) for n in model.input_names]
         dtypes = [np.dtype(getattr(t.dtype, "as_numpy_dtype", t.dtype) or np.float32) for t in model.inputs]
@@ -73,6 +78,8 @@ def tf_keras_to_tflite(
     data = _convert(converter)
     if io:
         _check_integer_only(data, None)
+    if mode == "fp16" and fp16_accumulation:
+        check_fp16_accumulation(data)
     if path is not None:
         write_atomic(path, data)
     return data

@@ -271,12 +271,15 @@ def to_tflite(
     path: Union[str, os.PathLike, None] = None,
     int8_io: Optional[bool] = None,
     num_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    fp16_accumulation: bool = False,
 ) -> bytes:
     """Convert ``model`` (a Keras model or a .keras/.h5 path) to a TFLite flatbuffer.
 
     Returns the bytes and, when ``path`` is given, also writes them there atomically (a
     reader never sees a half-written file). ``representative_data`` is required for
     ``int8`` and ``int16x8``; ``num_samples`` of it (one per step) calibrate the ranges.
+    ``fp16_accumulation`` (mode ``fp16`` only): ask for FP16 accumulation, so XNNPACK
+    computes the model in FP16 on CPUs with FP16 arithmetic (see `request_fp16_accumulation`).
     Raises `ConfigError` for plans this exporter cannot honour, `DataError` for missing
     data and `ExportError` (with the converter's own message) when conversion fails.
     """
@@ -303,6 +306,8 @@ def to_tflite(
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+        if fp16_accumulation:
+            request_fp16_accumulation(converter)
     elif mode == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode in ("int8", "int16x8"):
@@ -328,9 +333,38 @@ def to_tflite(
         data = _convert(converter)
     if io:
         _check_integer_only(data, trace, kept_float)
+    if mode == "fp16" and fp16_accumulation:
+        check_fp16_accumulation(data)
     if path is not None:
         write_atomic(path, data)
     return data
+
+
+def request_fp16_accumulation(converter: Any) -> None:
+    """Make an FP16 conversion record ``reduced_precision_support = "fp16accfp16"``.
+
+    The converter's plain FP16 model records "fp16accfp32": XNNPACK then dequantizes the
+    weights and computes in FP32 everywhere. It computes in FP16 on ARMv8.2 FP16 CPUs only
+    when the model says it accepts FP16 inference *and* FP16 accumulation, which this
+    converter attribute requests (XNNPACK delegate README, 'Floating-Point (IEEE FP16)
+    Operators', https://github.com/google-ai-edge/LiteRT/blob/main/tflite/delegates/xnnpack/README.md).
+    """
+    import tensorflow as tf
+
+    converter.target_spec._experimental_supported_accumulation_type = tf.dtypes.float16
+
+
+def check_fp16_accumulation(data: bytes) -> None:
+    """Raise `ExportError` unless the model records FP16 accumulation (a converter that ignored the request)."""
+    from kerascompress.export.tflite_graph import reduced_precision_support
+
+    written = reduced_precision_support(data)
+    if written != "fp16accfp16":
+        raise ExportError(
+            f"the TFLite converter wrote reduced_precision_support={written!r}, not 'fp16accfp16': XNNPACK would "
+            "compute this FP16 model in FP32; use a TensorFlow whose converter honours "
+            "target_spec._experimental_supported_accumulation_type"
+        )
 
 
 def _convert(converter: Any) -> bytes:

@@ -92,11 +92,18 @@ class Quantize(Pass):
                 f"dynamic range: int8 weights, float activations; size only unless {target.name}'s runtime has hybrid kernels",
             )
         if kernel is Kernel.STORAGE:
+            how = (
+                ": the converter's FP16 model asks for FP32 accumulation (fp16accfp32), so the runtime dequantizes "
+                "the weights and computes in FP32"
+                if self.mode == "fp16" and target.runtime == "litert" else ": computed in a wider format"
+            )
             return Gate.allow(
                 "size",
-                f"{precision} is storage-only on {target.name}: computed in a wider format, so it halves or quarters "
-                f"the file but buys no speed{cite}",
+                f"{precision} is storage-only on {target.name}{how}; it halves or quarters the file but buys no "
+                f"speed{cite}",
             )
+        if self.mode == "fp16":
+            return Gate.allow("size+latency", _fp16_compute(target) + cite)
         if self.mode == "mixed":
             high = high_precision_for(target)
             return Gate.allow(
@@ -137,6 +144,20 @@ class Quantize(Pass):
         details = result.details()
         details["budget_points"] = round(budget * 100, 3)
         return PassOutput(state.replace(precision=plan), details)
+
+
+def _fp16_compute(target: Target) -> str:
+    """Why FP16 buys latency on ``target``: what really computes in FP16, and where accuracy is measured."""
+    if target.runtime == "tensorrt":
+        return (f"{target.name} computes FP16 natively: TensorRT builds FP16 kernels for the float16 tensors of the "
+                "ONNX (strongly typed; on TensorRT 8.x the kit adds --fp16)")
+    text = (f"{target.name} computes FP16 natively: the export asks for FP16 accumulation "
+            "(reduced_precision_support=fp16accfp16), which XNNPACK needs to run FP16 instead of FP32")
+    why_not = target.why_not_here()
+    if why_not:
+        text += (f"; accuracy here is measured with FP32 arithmetic ({why_not}), so FP16-accumulation error shows "
+                 "only on the device: validate there")
+    return text
 
 
 def _tf_keras_refusal(p: Quantize, state: ModelState) -> Optional[str]:

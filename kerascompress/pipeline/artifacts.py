@@ -70,7 +70,8 @@ def build_artifact(state: ModelState, target: Target, calibration: Optional[Any]
     legacy = is_tf_keras_model(state.model)
     if artifact_kind(target) == "tflite":
         convert = tf_keras_to_tflite if legacy else to_tflite
-        return Artifact("tflite", convert(state.model, plan, representative_data=calibration), plan.describe())
+        data = convert(state.model, plan, representative_data=calibration, fp16_accumulation=target.supports("fp16"))
+        return Artifact("tflite", data, plan.describe())
     if legacy:
         raise UnsupportedModelError(
             f"{target.name} runs {target.runtime}, built from an ONNX export, which kerascompress writes for Keras 3 "

@@ -35,6 +35,7 @@ from kerascompress.pipeline.outputs import write_outputs
 from kerascompress.pipeline.plots import write_search_plot
 from kerascompress.pipeline.recipes import load_recipe
 from kerascompress.pipeline.report import Metrics, Report, StepRecord
+from kerascompress.pipeline.target_checks import check_target_fit
 from kerascompress.pipeline.types import Constraints, OptimizeResult
 from kerascompress.pipeline.verdicts import (
     accuracy_noise_note,
@@ -127,8 +128,7 @@ def optimize(
         report.notes.extend(TF_KERAS_NOTES)
     if not measurer.measures_latency:
         report.notes.append(
-            f"latency not measured here: {tgt.name} runs on {tgt.runtime}/{tgt.device}/{tgt.arch}, this host cannot "
-            f"stand in for it; measure on the device with `kerascompress validate`"
+            f"latency not measured here: {tgt.why_not_here()}; measure on the device with `kerascompress validate`"
         )
 
     ctx = measurer.context(data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints,
@@ -152,6 +152,7 @@ def optimize(
         report.final_latency_ratio = timing["final"].median_ms / timing["baseline"].median_ms
     report.final = final
     report.constraints_met = constraints_met(final, baseline, constraints)
+    check_target_fit(report, tgt, baseline_artifact, current_artifact)  # memory budgets, op table, toolchain
 
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="kerascompress-"))
     artifacts = write_outputs(

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from kerascompress.errors import KerasCompressError
 from kerascompress.export.onnx import to_onnx
-from kerascompress.export.tensorrt import to_tensorrt
+from kerascompress.export.tensorrt import engine_summary, to_tensorrt
 from kerascompress.models.kinds import is_tf_keras_model
 from kerascompress.passes.base import ModelState
 from kerascompress.pipeline.artifacts import Artifact, artifact_kind
@@ -81,13 +81,23 @@ def _write_tensorrt(
 ) -> dict[str, Optional[str]]:
     """Build the engine where TensorRT and the GPU are here; otherwise write how to build it."""
     sparse = any(s.status == "applied" and s.details.get("pattern") == "2:4" for s in report.steps)
-    result = to_tensorrt(
-        onnx_path, target=target, out_dir=folder, sparsity=sparse and target.supports("sparse_2_4"),
-        reference_model=state.model, sample_data=sample,
-    )
+    try:  # the run's report and other artifacts must be written even when the engine step cannot be
+        result = to_tensorrt(
+            onnx_path, target=target, out_dir=folder, sparsity=sparse and target.supports("sparse_2_4"),
+            reference_model=state.model, sample_data=sample,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported, never raised at the end of a run
+        report.notes.append(f"TensorRT: no engine and no build kit written ({type(exc).__name__}: {exc}); "
+                            f"the ONNX model{onnx_path.suffix} is the deployable artifact")
+        return {"tensorrt_engine": None}
     report.notes.append(f"TensorRT: {result.status}")
-    if not result.built:
-        report.notes.append(f"build it on the device with: {result.trtexec_command}")
+    if result.built:
+        report.notes.append(engine_summary(result))
+        if report.final is not None and 1 in result.latency_ms:
+            report.final.latency_ms = result.latency_ms[1]["median_ms"]
+            report.final.latency_p90_ms = result.latency_ms[1]["p90_ms"]
+    else:
+        report.notes.append(f"build it on the device with: {result.trtexec_command} (or python build_engine.py)")
     report.notes.extend(f"TensorRT: {n}" for n in result.notes)
     names: dict[str, Optional[str]] = {"tensorrt_engine": Path(result.engine_path).name if result.engine_path else None}
     if result.script_path is not None:

@@ -6,7 +6,6 @@ ONNX the engine is built from, whose precision is the engine's.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -19,13 +18,15 @@ from kerascompress.runtime.tensorrt_engine import trt_run_engine
 
 
 def _require_tensorrt() -> Any:
-    if importlib.util.find_spec("tensorrt") is None:
+    try:
+        import tensorrt as trt
+    except ModuleNotFoundError as exc:
+        if exc.name != "tensorrt":  # tensorrt is there, one of its own dependencies is not
+            raise ExportError(f"the `tensorrt` package is installed but cannot be imported: {exc}") from exc
         raise ExportError(
             "validating a TensorRT engine needs the `tensorrt` package and an NVIDIA GPU, as on the target device; "
             "on this host validate the ONNX it is built from instead (kerascompress validate model.onnx --reference ...)"
-        )
-    try:
-        import tensorrt as trt
+        ) from exc
     except Exception as exc:  # e.g. bindings-only wheels without the libraries
         raise ExportError(f"the `tensorrt` package is installed but cannot be imported: {exc}") from exc
     return trt

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
 import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from kerascompress.errors import ConfigError
 from kerascompress.paths import config_dir
@@ -36,7 +37,7 @@ from kerascompress.targets.target import PRECISIONS, Kernel, Target
 #: Runtimes an exporter exists for; a profile naming another one could never be deployed.
 RUNTIMES = ("litert", "tensorrt")
 DEVICES = ("cpu", "gpu", "npu", "mcu")
-#: Spellings accepted for each `Kernel` ("none" is another spelling of "unsupported").
+#: Spellings accepted for each `Kernel` ("none" is accepted as a synonym of "unsupported").
 KERNEL_NAMES = {"fast": Kernel.FAST, "storage-only": Kernel.STORAGE, "unsupported": Kernel.NONE, "none": Kernel.NONE}
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -67,7 +68,13 @@ def _is_str_list(v: Any) -> bool:
 
 
 def _is_version(v: Any) -> bool:
-    return isinstance(v, str)
+    if not isinstance(v, str):
+        return False
+    try:
+        SpecifierSet(v)
+    except InvalidSpecifier:
+        return False
+    return True
 
 
 # field -> (check, what the value must be, converter to the Target attribute)
@@ -84,7 +91,7 @@ _FACTS: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
     "channel_multiple": (_is_pos_int, "a positive integer", int),
     "flash_bytes": (_is_opt_pos_int, "a positive integer (bytes) or null", lambda v: v),
     "ram_bytes": (_is_opt_pos_int, "a positive integer (bytes) or null", lambda v: v),
-    "runtime_version": (_is_version, "a version specifier string such as '<9' ('' = any)", str),
+    "runtime_version": (_is_version, "a PEP 440 version specifier such as '<8.7' or '>=10.3,<11' ('' = any)", str),
     "notes": (_is_str_list, "a list of strings", lambda v: tuple(str(x) for x in v)),
 }
 _REQUIRED = ("runtime", "device", "arch")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import platform
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from kerascompress.errors import ConfigError
+from kerascompress.targets.cpuinfo import CpuInfo, host_cpu, kernel_feature_difference
 
 
 class Kernel(str, enum.Enum):
@@ -96,14 +96,31 @@ class Target:
         """Where the fact named ``fact`` comes from ('' when the profile gives none)."""
         return self.sources.get(fact, "")
 
-    def runs_here(self) -> bool:
-        """Whether latency measured on this host says something about the target.
+    def runs_here(self, host: Optional[CpuInfo] = None) -> bool:
+        """Whether latency measured on this host says something about the target
+        (see `why_not_here`; ``host`` replaces this machine's CPU, for tests)."""
+        return self.why_not_here(host) is None
 
-        True for LiteRT targets of this host's CPU architecture; a TensorRT or foreign
-        target must be measured on the device itself.
+    def why_not_here(self, host: Optional[CpuInfo] = None) -> Optional[str]:
+        """Why latency measured on this host would not be the target's, or None.
+
+        Only a LiteRT CPU target of this host's architecture can be timed here, and only
+        when the host has the same kernel-deciding ISA features (`KERNEL_FEATURES`):
+        XNNPACK picks other kernels on an AVX-512 VNNI host than on an AVX2-only one,
+        and on an Armv8.2 FP16 core than on a Cortex-A72.
         """
-        host = {"amd64": "x86_64", "aarch64": "arm64"}.get(platform.machine().lower(), platform.machine().lower())
-        return self.runtime == "litert" and self.device == "cpu" and self.arch == host
+        if self.runtime != "litert" or self.device != "cpu":
+            return f"{self.name} runs {self.runtime} on a {self.device}, which this host is not"
+        host = host if host is not None else host_cpu()
+        if self.arch != host.arch:
+            return f"{self.name} is an {self.arch} CPU and this host is {host.arch}"
+        differs = kernel_feature_difference(self.arch, self.isa_features, host)
+        if differs:
+            return (
+                f"{differs} ({self.name} lists {', '.join(self.isa_features) or 'no ISA features'}); "
+                "these features decide which XNNPACK kernels run, so timings here would not be the target's"
+            )
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -5,6 +5,7 @@ with the reason otherwise (never faked). Everything before it is tested here.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -16,11 +17,14 @@ keras = pytest.importorskip("keras")
 from kerascompress.errors import UnsupportedOnTarget  # noqa: E402
 from kerascompress.export.onnx import to_onnx  # noqa: E402
 from kerascompress.export.tensorrt import (  # noqa: E402
+    builder_flags,
     check_target,
     engine_script_source,
+    kit_version,
     storage_only_notes,
     to_tensorrt,
     trt_major_version,
+    trtexec_command,
 )
 from kerascompress.quant.plan import PrecisionPlan  # noqa: E402
 from kerascompress.targets.target import Kernel, Target  # noqa: E402
@@ -63,11 +67,47 @@ def test_sparsity_gate():
 def test_generation_and_release_gates():
     assert check_target(T4, ["fp32", "fp16", "int8"]) == []
     assert any("bf16 needs compute capability 8.0" in r for r in check_target(T4, ["bf16"]))
-    assert any("TensorRT 11.x supports GPUs of compute capability 7.5" in r for r in check_target(V100, ["fp16"], trt_major=11))
     no_int8 = gpu("no-int8", 8.0, True, int8=Kernel.NONE)
     assert any("no int8 kernels" in r for r in check_target(no_int8, ["int8"]))
     assert "not TensorRT on a GPU" in check_target(CPU, ["fp32"])[0]
     assert storage_only_notes(gpu("slow-fp16", 7.5, False, fp16=S), ["fp16"])[0].startswith("fp16 on slow-fp16 is storage-only")
+
+
+@pytest.mark.parametrize(
+    "cc, version, refused",
+    [(7.0, "11.5.0", "TensorRT 11.5.0 supports GPUs of compute capability 7.5+"),
+     (7.0, "10.5.0", "TensorRT 10.5.0 supports GPUs of compute capability 7.5+"),
+     (7.0, "10.4.0", None),  # Volta: 10.0-10.4 (10.1 support matrix, SM 7.0 or higher)
+     (6.1, "10.0.1", "TensorRT 10.0.1 supports GPUs of compute capability 7.0+"),
+     (6.1, "8.6.1", None), (5.2, "8.6.1", "TensorRT 8.6.1 supports GPUs of compute capability 6.0+")],
+)
+def test_the_gpu_floor_follows_the_tensorrt_version(cc, version, refused):
+    reasons = check_target(gpu("g", cc, False, fp16=S), ["fp32"], trt_version=version)
+    if refused is None:
+        assert reasons == []
+    else:
+        assert len(reasons) == 1 and reasons[0].startswith(refused)
+
+
+def test_the_gate_uses_the_profiles_runtime_version():
+    pascal = dataclasses.replace(gpu("pascal", 6.1, False, fp16=S), runtime_version="<8.7")
+    assert kit_version(pascal) == "8.6.1" and check_target(pascal, ["fp32", "int8"]) == []
+    assert kit_version(T4) == "11.5.0"  # no runtime_version: the newest known release
+    assert check_target(dataclasses.replace(pascal, runtime_version=""), ["int8"])[0].startswith(
+        "TensorRT 11.5.0 supports GPUs of compute capability 7.5+")
+    assert "TensorRT 8.6.1 does not build bf16" in check_target(
+        dataclasses.replace(A100, runtime_version="<8.7"), ["bf16"])
+
+
+def test_trtexec_and_builder_flags_per_version():
+    shapes = {"x": [[1, 3], [8, 3], [32, 3]]}
+    weak = trtexec_command("m.onnx", "m.engine", shapes, trt_version="8.6.1", precisions=("fp32", "fp16", "int8"))
+    assert weak == "trtexec --onnx=m.onnx --saveEngine=m.engine --int8 --fp16 --minShapes=x:1x3 --optShapes=x:8x3 --maxShapes=x:32x3"
+    assert builder_flags("8.6.1", ("fp32", "int8")) == ("INT8",)
+    for version in ("10.3.0", "10.16.0", "11.5.0"):
+        strong = trtexec_command("m.onnx", "m.engine", shapes, trt_version=version, precisions=("fp32", "int8"))
+        assert "--stronglyTyped" in strong and "--int8" not in strong and "--fp16" not in strong
+        assert builder_flags(version, ("fp32", "fp16", "int8")) == ()
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +160,27 @@ def test_sparsity_flag_only_where_allowed(exported, tmp_path):
         to_tensorrt(fp16.path, T4, tmp_path / "t4s", sparsity=True)
     with pytest.raises(UnsupportedOnTarget, match="not TensorRT"):
         to_tensorrt(fp16.path, CPU, tmp_path / "cpu")
+
+
+def test_a_tensorrt_86_target_gets_a_weakly_typed_kit(exported, tmp_path):
+    model, _, int8, calib = exported
+    pascal = dataclasses.replace(gpu("pascal-like", 6.1, False, fp16=S), runtime_version="<8.7")
+    result = to_tensorrt(int8.path, pascal, tmp_path, reference_model=model, sample_data=calib[:2])
+    assert result.tensorrt_version == "8.6.1" and not result.built
+    assert result.trtexec_command.startswith("trtexec --onnx=model.onnx --saveEngine=model.engine --int8 --minShapes=")
+    assert "--stronglyTyped" not in result.trtexec_command and "--fp16" not in result.trtexec_command
+    cfg = json.loads((tmp_path / "build_config.json").read_text())
+    assert (cfg["tensorrt_version"], cfg["strongly_typed"], cfg["builder_flags"]) == ("8.6.1", False, ["INT8"])
+    assert any("weakly typed: builder flags INT8" in n for n in result.notes)
+
+
+def test_without_reference_data_the_config_names_no_reference_file(exported, tmp_path):
+    _, fp16, _, _ = exported
+    to_tensorrt(fp16.path, T4, tmp_path)
+    cfg = json.loads((tmp_path / "build_config.json").read_text())
+    assert cfg["reference"] is None and cfg["outputs"] == [] and cfg["strongly_typed"] is True
+    assert not (tmp_path / "reference.npz").exists()
+    assert 'if cfg.get("reference"):' in (tmp_path / "build_engine.py").read_text()
 
 
 def test_int8_graph_refused_on_target_without_int8(exported, tmp_path):

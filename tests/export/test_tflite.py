@@ -278,3 +278,23 @@ def test_ops_without_int8_kernels_are_named(digits_data):
     fq.calibrate(q, digits_data[0][:64])
     with pytest.raises(ExportError, match="SIN"):
         to_tflite(q.model, PrecisionPlan("int8", int8_io=True), representative_data=digits_data[0][:64])
+
+
+def test_fp16_accumulation_is_recorded_only_when_asked_and_only_for_fp16():
+    from kerascompress.export.tflite_graph import reduced_precision_support
+
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Dense(16, activation="relu")(inp)))
+    assert reduced_precision_support(to_tflite(model, "fp16")) == "fp16accfp32"  # XNNPACK: FP32 compute
+    assert reduced_precision_support(to_tflite(model, "fp16", fp16_accumulation=True)) == "fp16accfp16"
+    assert reduced_precision_support(to_tflite(model, "float32", fp16_accumulation=True)) is None
+
+
+def test_a_converter_that_ignores_the_fp16_accumulation_request_is_an_export_error(monkeypatch):
+    from kerascompress.export import tflite as tflite_mod
+
+    monkeypatch.setattr(tflite_mod, "request_fp16_accumulation", lambda converter: None)
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.Dense(4)(inp))
+    with pytest.raises(ExportError, match="wrote reduced_precision_support='fp16accfp32'.*compute this FP16 model in FP32"):
+        to_tflite(model, "fp16", fp16_accumulation=True)

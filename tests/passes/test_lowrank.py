@@ -16,10 +16,12 @@ from kerascompress.models.io import weights_digest
 from kerascompress.passes.base import ModelState, PassContext
 from kerascompress.passes.lowrank import Candidate, LowRank, judge
 from kerascompress.pipeline.measure import pass_context
+from kerascompress.targets.cpuinfo import host_cpu
 from kerascompress.targets.target import Target
 
 FAR = Target(name="arm-phone", arch="arm64", channel_multiple=1)  # never runs on this host
-HERE = Target(name="litert-here")  # x86_64 LiteRT CPU: runs here on x86 hosts
+_HOST = host_cpu()
+HERE = Target(name="litert-here", arch=_HOST.arch, isa_features=tuple(sorted(_HOST.flags)))  # this host's CPU: runs here
 
 
 def _low_rank_mlp(n_in=128, hidden=256, rank=16, seed=0, name="mlp"):

@@ -39,6 +39,48 @@ def test_fp16_on_arm_with_fp16_arithmetic_buys_speed(state):
     assert gate.allowed and gate.benefit == "size+latency"
 
 
+A76 = "processor\t: 0\nFeatures\t: fp asimd fphp asimdhp asimddp\nCPU architecture: 8\n"
+AVX2 = "processor\t: 0\nflags\t\t: fpu avx fma f16c avx2\n"
+
+
+def _host(monkeypatch, text, machine):
+    from kerascompress.targets import cpuinfo
+
+    monkeypatch.setattr(cpuinfo, "read_cpuinfo_text", lambda: text)
+    monkeypatch.setattr(cpuinfo, "host_machine", lambda: machine)
+
+
+def test_fp16_gate_says_what_computes_in_fp16_and_where_accuracy_is_measured(state, monkeypatch):
+    from kerascompress.targets import load
+
+    arm = load("arm64-fp16")
+    _host(monkeypatch, AVX2, "x86_64")
+    gate = Quantize("fp16").gate(arm, state)
+    assert gate.benefit == "size+latency" and "reduced_precision_support=fp16accfp16" in gate.reason
+    assert "accuracy here is measured with FP32 arithmetic" in gate.reason and "validate there" in gate.reason
+    _host(monkeypatch, A76, "aarch64")  # on the target itself the measured accuracy is the FP16 one
+    assert "measured with FP32" not in Quantize("fp16").gate(arm, state).reason
+
+    a72 = Quantize("fp16").gate(load("arm64-cortex-a72"), state)
+    assert a72.benefit == "size" and "fp16accfp32" in a72.reason and "computes in FP32" in a72.reason
+    t4 = Quantize("fp16").gate(load("nvidia-t4-sm75"), state)
+    assert t4.benefit == "size+latency" and "TensorRT builds FP16 kernels" in t4.reason
+    pascal = Quantize("fp16").gate(load("nvidia-pascal-sm61"), state)
+    assert pascal.benefit == "size" and "computed in a wider format" in pascal.reason
+
+
+def test_the_fp16_artifact_asks_for_fp16_accumulation_exactly_where_the_target_computes_fp16(state):
+    from kerascompress.export.tflite_graph import reduced_precision_support
+    from kerascompress.pipeline.artifacts import build_artifact
+    from kerascompress.targets import load
+
+    fp16 = state.replace(precision=PrecisionPlan("fp16"))
+    written = {name: reduced_precision_support(build_artifact(fp16, load(name)).data)
+               for name in ("arm64-fp16", "arm64-cortex-a72", "x86-avx2")}
+    assert written == {"arm64-fp16": "fp16accfp16", "arm64-cortex-a72": "fp16accfp32", "x86-avx2": "fp16accfp32"}
+    assert reduced_precision_support(build_artifact(state, load("arm64-fp16")).data) is None  # float32: no request
+
+
 def test_integer_only_target_refuses_everything_but_full_int8(state):
     for mode in ("fp16", "dynamic"):
         gate = Quantize(mode).gate(EDGETPU, state)

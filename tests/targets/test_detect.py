@@ -1,8 +1,11 @@
-"""Host detection: pure cpuinfo parsing on sample texts, GPU rules, and this machine."""
+"""Host detection: pure cpuinfo parsing on sample texts, GPU rules, and `detect` on injected hosts.
+
+No test here reads this machine's /proc/cpuinfo or asks its driver about GPUs: the host
+is injected (`targets.cpuinfo.read_cpuinfo_text`, `host_machine`, `targets.nvidia`)."""
 from __future__ import annotations
 
+import importlib
 import json
-import platform
 
 import pytest
 
@@ -88,7 +91,7 @@ def test_parse_x86_with_vnni():
     assert t.kernel("int8") is Kernel.FAST and t.kernel("fp16") is Kernel.STORAGE
     assert t.kernel("int16x8") is Kernel.STORAGE and t.kernel("bf16") is Kernel.NONE
     assert t.channel_multiple == 16 and "avx512_vnni" in t.isa_features
-    assert "avx512_fp16" in t.source("precisions.fp16")  # says why fp16 is storage-only
+    assert "ARMv8.2 FP16" in t.source("precisions.fp16")  # says why fp16 is storage-only
 
 
 def test_parse_x86_without_vnni():
@@ -100,9 +103,12 @@ def test_parse_x86_without_vnni():
     assert "avx512f" not in t.isa_features and "avx2" in t.isa_features
 
 
-def test_x86_with_avx512_fp16_gets_fast_fp16():
+def test_x86_with_avx512_fp16_keeps_fp16_storage_only():
+    # XNNPACK computes FP16 natively only on Arm (delegate README); on x86 FP16 weights run in FP32
     t = cpu_target(parse_cpuinfo(X86_SAPPHIRE))
-    assert t.supports("fp16") and t.supports("int8")
+    assert t.kernel("fp16") is Kernel.STORAGE and t.supports("int8")
+    assert "avx512_fp16 present, but" in t.source("precisions.fp16")
+    assert "ARMv8.2 FP16" in t.source("precisions.fp16")
     assert {"amx_tile", "amx_int8", "avx512_fp16"} <= set(t.isa_features)
 
 
@@ -191,23 +197,84 @@ def test_cpu_rules_agree_with_shipped_profiles():
         assert shipped.channel_multiple == rule.channel_multiple, name
 
 
-def test_detect_on_this_host():
-    """This machine: x86_64, avx512_vnni, no avx512_fp16, no GPU."""
-    assert platform.machine().lower() in ("x86_64", "amd64")
+@pytest.fixture
+def host(monkeypatch, tmp_path):
+    """Make `detect` see the cpuinfo text and machine given, and only the GPU tools put in the
+    returned (empty) PATH folder; NVML (pynvml) is made unavailable."""
+    from kerascompress.targets import cpuinfo, nvidia
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(nvidia, "_from_nvml", lambda: None)
+
+    def use(text: str, machine: str):
+        monkeypatch.setattr(cpuinfo, "read_cpuinfo_text", lambda: text)
+        monkeypatch.setattr(cpuinfo, "host_machine", lambda: machine)
+        return bin_dir
+
+    return use
+
+
+def test_detect_on_an_injected_vnni_host(host):
+    host(X86_VNNI, "x86_64")
     t = detect()
     assert (t.runtime, t.device, t.arch) == ("litert", "cpu", "x86_64")
-    assert t.kernel("int8") is Kernel.FAST
-    assert t.kernel("fp16") is Kernel.STORAGE
+    assert t.kernel("int8") is Kernel.FAST and t.kernel("fp16") is Kernel.STORAGE
     assert "avx512_vnni" in t.isa_features and "avx512_fp16" not in t.isa_features
-    assert t.runs_here()
+    assert t.runs_here()  # the detected host always stands in for itself
     assert t.source("precisions.fp16").startswith("detected: /proc/cpuinfo")
     for fact in ("runtime", "device", "arch", "isa_features", "channel_multiple", "precisions.int8"):
         assert t.source(fact), fact
 
 
-def test_describe_host_is_json():
+def test_detect_on_an_injected_raspberry_pi(host):
+    host(RPI4, "aarch64")
+    t = detect()
+    assert (t.name, t.arch, t.channel_multiple) == ("host-arm64", "arm64", 4)
+    assert t.kernel("fp16") is Kernel.STORAGE and t.runs_here()
+
+
+def test_no_detected_source_claims_a_measured_speed_up(host):
+    """A host claim is a capability with a public source, never a speed measured elsewhere."""
+    for text, machine in ((X86_VNNI, "x86_64"), (X86_HASWELL, "x86_64"), (RPI4, "aarch64"), (PHONE_A76, "aarch64")):
+        host(text, machine)
+        for fact, source in detect().sources.items():
+            assert "3x faster" not in source and "FINDINGS" not in source, (machine, fact)
+
+
+def test_describe_host_is_json(host):
+    host(X86_HASWELL, "x86_64")
     d = describe_host()
     json.dumps(d)
     assert d["arch"] == "x86_64" and d["gpus"] == [] and d["target"]["runtime"] == "litert"
-    assert "avx512_vnni" in d["isa_features"] and isinstance(d["tensorrt_installed"], bool)
-    assert d["tensorflow_version"]
+    assert "avx2" in d["isa_features"] and "avx512_vnni" not in d["isa_features"]
+    assert d["cpu_model"] == "Intel(R) Xeon(R) CPU E5-2680 v3 @ 2.50GHz"
+    assert isinstance(d["tensorrt_installed"], bool) and d["tensorflow_version"]
+
+
+def test_auto_finds_a_gpu_through_a_fake_nvidia_smi(host, monkeypatch):
+    """tensorflow-cpu sees no GPU; the driver's nvidia-smi does, with its compute capability."""
+    detect_mod = importlib.import_module("kerascompress.targets.detect")
+
+    bin_dir = host(X86_HASWELL, "x86_64")
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=name,compute_cap" ] || exit 2\necho "NVIDIA L4, 8.9"\n')
+    smi.chmod(0o755)
+    monkeypatch.setattr(detect_mod, "tensorrt_available", lambda: True)
+    t = detect()
+    assert (t.runtime, t.device, t.compute_capability) == ("tensorrt", "gpu", pytest.approx(8.9))
+    assert t.name == "host-gpu-sm89" and t.supports("fp8") and t.runtime_version == ""
+    assert "nvidia-smi" in t.source("compute_capability")
+    assert describe_host()["gpus"] == [{"name": "NVIDIA L4", "compute_capability": "8.9"}]
+
+
+def test_a_gpu_without_tensorrt_leaves_auto_on_the_cpu(host, monkeypatch):
+    detect_mod = importlib.import_module("kerascompress.targets.detect")
+
+    bin_dir = host(X86_HASWELL, "x86_64")
+    (bin_dir / "nvidia-smi").write_text('#!/bin/sh\necho "Tesla P4, 6.1"\n')
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setattr(detect_mod, "tensorrt_available", lambda: False)
+    assert detect().runtime == "litert"
+    assert describe_host()["gpus"] == [{"name": "Tesla P4", "compute_capability": "6.1"}]

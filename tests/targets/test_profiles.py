@@ -1,7 +1,9 @@
 """Shipped target profiles and the YAML loader: real gate facts, every fact sourced, strict errors."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -105,8 +107,17 @@ def test_gpu_channel_multiples_and_tensorrt_versions():
     assert pascal.runtime_version == "<8.7"
     assert any("sm_61" in n for n in pascal.notes)
     assert "SM 7.0 or higher" in pascal.source("runtime_version")
-    assert load("nvidia-jetson-orin-sm87").runtime_version == "<11"
+    assert load("nvidia-jetson-orin-sm87").runtime_version == ">=10.3,<11"  # JetPack 6: TensorRT 10.x
     assert load("nvidia-t4-sm75").runtime_version == ""
+
+
+def test_a_runtime_version_that_is_no_version_specifier_is_refused():
+    from kerascompress.targets.profiles import from_dict
+
+    data = yaml.safe_load((targets_dir() / "nvidia-pascal-sm61.yaml").read_text())
+    data["runtime_version"]["value"] = "TensorRT 8.6 or older"
+    with pytest.raises(ConfigError, match="field 'runtime_version': value 'TensorRT 8.6 or older' is not a PEP 440"):
+        from_dict(data, origin="my.yaml")
 
 
 def test_unknown_name_lists_known_names():
@@ -211,3 +222,90 @@ def test_to_yaml_of_detected_host_loads(tmp_path):
     back = load(_write(tmp_path, to_yaml(t)))
     assert back.precisions == t.precisions and back.isa_features == t.isa_features
     assert isinstance(back, Target)
+
+
+# ----------------------------------------------------------------------------- checkable sources
+
+REPO = Path(__file__).resolve().parents[2]
+_URL = re.compile(r"https?://[^\s()'\"<>]+")
+_FILE = re.compile(r"(?<![\w/.:-])((?:[\w.-]+/)*[\w-]+\.(?:md|json|txt|py|ya?ml|csv|cc|cpp|h|hpp|rst|td|pdf|ipynb))\b")
+_MEASURED = re.compile(r"(?<!not )\bmeasured\b", re.IGNORECASE)
+
+
+def citation_problems(source: str) -> list[str]:
+    """What keeps a user from checking ``source``: no public URL or results file, a malformed URL,
+    a file that is not in this repository, a 'measured' claim without the results file (naming its machine)."""
+    problems = []
+    urls = [u.rstrip(".,;:") for u in _URL.findall(source)]
+    files = _FILE.findall(_URL.sub(" ", source))
+    for url in urls:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or "." not in parsed.netloc or not re.fullmatch(r"[\w.-]+", parsed.netloc):
+            problems.append(f"not a URL: {url}")
+    for name in files:
+        if not (REPO / name).is_file():
+            problems.append(f"names a file that is not in the repository: {name}")
+    results = [f for f in files if f.startswith("benchmarks/results/") and (REPO / f).is_file()]
+    if not urls and not results:
+        problems.append("cites no public document (URL) and no results file of this repository")
+    if _MEASURED.search(source):
+        if not results:
+            problems.append("a 'measured' claim that names no benchmarks/results file")
+        for f in results:
+            if "Machine:" not in (REPO / f).read_text():
+                problems.append(f"{f} does not name the machine it was measured on")
+    return problems
+
+
+def _facts(raw: dict) -> dict[str, str]:
+    facts = {k: v.get("source", "") for k, v in raw.items() if k not in ("name", "description", "precisions")}
+    facts.update({f"precisions.{p}": v.get("source", "") for p, v in raw["precisions"].items()})
+    return facts
+
+
+@pytest.mark.parametrize("name", list_profiles())
+def test_every_fact_cites_something_a_user_can_check(name):
+    raw = yaml.safe_load((targets_dir() / f"{name}.yaml").read_text())
+    problems = {fact: citation_problems(src) for fact, src in _facts(raw).items()}
+    assert {f: p for f, p in problems.items() if p} == {}
+
+
+def test_the_citation_check_catches_what_it_must():
+    assert citation_problems("measured: int8 ~3x faster (FINDINGS.md)") == [
+        "names a file that is not in the repository: FINDINGS.md",
+        "cites no public document (URL) and no results file of this repository",
+        "a 'measured' claim that names no benchmarks/results file",
+    ]
+    assert citation_problems("see ARCHITECTURE.md and https://example.com/x") == [
+        "names a file that is not in the repository: ARCHITECTURE.md"]
+    assert citation_problems("a datasheet, page 12") == ["cites no public document (URL) and no results file of this repository"]
+    assert citation_problems("https://docs/x") == ["not a URL: https://docs/x"]
+    assert citation_problems("measured (benchmarks/results/litert_kernels.md)") == []
+    assert citation_problems("not measured on Arm; XNNPACK README (https://github.com/google/XNNPACK)") == []
+
+
+def test_host_detection_rules_cite_checkable_sources_too():
+    from kerascompress.targets.detect import cpu_target, gpu_target, parse_cpuinfo
+
+    hosts = [
+        parse_cpuinfo("processor\t: 0\nflags\t\t: fpu sse4_1 avx fma f16c avx2 avx512f avx512_vnni\n"),
+        parse_cpuinfo("processor\t: 0\nflags\t\t: fpu sse4_1 avx fma f16c avx2\n"),
+        parse_cpuinfo("processor\t: 0\nflags\t\t: fpu sse4_1\n"),
+        parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd fphp asimdhp asimddp i8mm\nCPU architecture: 8\n"),
+        parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd\nCPU architecture: 8\n"),
+    ]
+    targets = [cpu_target(h) for h in hosts] + [gpu_target("g", cc) for cc in ((6, 1), (7, 0), (7, 5), (8, 0), (8, 9))]
+    for t in targets:
+        problems = {fact: citation_problems(src) for fact, src in t.sources.items()}
+        assert {f: p for f, p in problems.items() if p} == {}, t.name
+
+
+def test_no_file_in_the_repository_cites_an_unpublished_note():
+    """docs, results, code and profiles cite public documents or this repository's files only."""
+    offenders = []
+    for folder in ("docs", "benchmarks", "kerascompress", "configs", "README.md"):
+        for path in ([REPO / folder] if (REPO / folder).is_file() else (REPO / folder).rglob("*")):
+            if path.suffix in (".md", ".py", ".yaml", ".json") and path.is_file():
+                text = path.read_text(errors="replace")
+                offenders += [f"{path.relative_to(REPO)}: {m}" for m in re.findall(r"\b(?:FINDINGS|ARCHITECTURE)\.md", text)]
+    assert offenders == []
