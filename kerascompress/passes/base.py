@@ -103,6 +103,8 @@ class PassContext:
     judger: Optional[Callable[["ModelState"], Judgement]] = None
     #: A latency table measured on the device (`kerascompress profile`), as given to `optimize`.
     latency_table: Any = None
+    #: The driver's measurement of the float32 baseline (relative budgets are fractions of it).
+    baseline: Any = None
     #: True when this host can stand in for the target, so `time` returns real timings.
     measures_latency: bool = False
 

@@ -6,16 +6,20 @@ NetAdapt-style, under the run's constraints:
    configurations measured on the target's runtime (or read from a table measured on
    the device with ``kerascompress profile``, or only without either estimated from
    MACs and labelled so), or weight bytes for a size objective;
-2. a damage curve per group (the narrowed model's divergence from the original on
-   training samples);
+2. a damage curve per group: the divergence of the model with that group narrowed
+   from the original, BatchNormalization statistics re-estimated, on training samples;
 3. a path of configurations from the original to the smallest, each step cutting where
    a unit of cost is cheapest in damage (never uniformly);
-4. bisection along the path: each candidate is pruned, briefly distilled from the
-   original, and judged by the driver on the validation data (paired against the
-   float32 baseline); the cheapest candidate within the accuracy budget wins;
-5. one long distillation of the winner that stops on a plateau of held-out training
-   samples, judged again; if it misses the budget the search steps back toward the
-   original instead of giving up the structure altogether.
+4. a walk down the path with one student: at each checkpoint (each a step cheaper than
+   the last) the student is narrowed further, briefly distilled from the original, and
+   judged by the driver on the validation data (paired against the float32 baseline);
+   the walk stops when the drop exceeds the budget by more than a brief distillation
+   can be expected to hide (``walk_slack``), at a hard latency or size budget, or when
+   the time left is needed for the end;
+5. one long distillation of the cheapest checkpoint within reach (cosine schedule,
+   stops on a plateau of held-out training samples), judged again; when it misses the
+   budget the search steps back halfway toward the original (bisection over the walked
+   checkpoints, whose students it kept) instead of giving the structure up.
 
 Every candidate it measured is in the details (widths, predicted and measured cost,
 accuracy with its uncertainty, verdict), for the report's table and picture.
@@ -35,7 +39,7 @@ from kerascompress.graph.channel_groups import ChannelGroups, find_channel_group
 from kerascompress.graph.counting import count_model
 from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.passes.base import Gate, ModelState, Pass, PassContext, PassOutput
-from kerascompress.passes.importance import CRITERIA, channel_importance
+from kerascompress.passes.importance import CRITERIA, channel_importance, criterion_needs_data
 from kerascompress.search.allocation import PathPoint, allocation_path, uniform_path
 from kerascompress.search.cost_model import (
     CostModel,
@@ -46,14 +50,9 @@ from kerascompress.search.cost_model import (
 )
 from kerascompress.search.features import CostFeatures
 from kerascompress.search.sensitivity import DamageProbe
-from kerascompress.search.widths import (
-    describe_widths,
-    full_widths,
-    pruned_model,
-    sample_widths,
-    width_steps,
-)
+from kerascompress.search.widths import describe_widths, full_widths, narrow, pruned_model, sample_widths, width_steps
 from kerascompress.targets.target import Target
+from kerascompress.training.batchnorm import recalibrate_batchnorm
 from kerascompress.training.finetune import finetune
 
 #: Bytes a weight takes in the exported file, by precision mode.
@@ -69,14 +68,14 @@ class ChannelSearch(Pass):
     training samples for the damage curves; ``probe_points``: widths probed per group
     (damage is interpolated between them). ``latency_configs`` / ``latency_runs``:
     random whole configurations measured to fit the latency model, and timed rounds of
-    each. ``rank_epochs``: the brief
-    distillation of each bisection candidate (a fraction of an epoch is fine);
-    ``final_epochs``: the ceiling of the last distillation, which stops after
-    ``patience`` epochs without improvement on ``monitor_samples`` held-out training
-    samples. ``learning_rate``, ``batch_size``, ``alpha`` (task-loss weight),
-    ``temperature``: the distillation. ``tolerance``: bisection stops when neighbouring
-    candidates differ by less than this fraction of cost. ``uniform``: search uniform
-    widths instead (the control the benchmark compares against).
+    each. ``checkpoint_step``: each walk checkpoint costs at most this fraction of the
+    previous one; ``walk_epochs``: distillation at each checkpoint (a fraction of an
+    epoch); ``walk_slack``: how far (accuracy, absolute) beyond the budget a briefly
+    distilled checkpoint may be and the walk still go on. ``final_epochs``: the ceiling
+    of the last distillation, which stops after ``patience`` epochs without improvement
+    on ``monitor_samples`` held-out training samples. ``learning_rate``, ``batch_size``,
+    ``alpha`` (task-loss weight), ``temperature``: the distillation. ``uniform``: walk
+    uniform widths instead (the control the benchmark compares against).
     """
 
     name = "channel_search"
@@ -89,28 +88,30 @@ class ChannelSearch(Pass):
         channel_multiple: Optional[int] = None,
         min_channels: int = 8,
         max_ratio: float = 0.875,
-        probe_samples: int = 512,
-        probe_points: int = 6,
+        probe_samples: int = 1024,
+        probe_points: int = 5,
         latency_configs: int = 12,
         latency_runs: int = 40,
-        rank_epochs: float = 0.25,
-        final_epochs: int = 8,
-        patience: int = 1,
+        checkpoint_step: float = 0.8,
+        walk_epochs: float = 0.25,
+        walk_slack: float = 0.02,
+        final_epochs: int = 4,
+        patience: int = 2,
         monitor_samples: int = 2000,
         learning_rate: float = 1e-3,
         batch_size: int = 128,
         alpha: float = 0.5,
         temperature: float = 4.0,
-        tolerance: float = 0.04,
-        max_candidates: int = 8,
         uniform: bool = False,
     ) -> None:
         if criterion not in CRITERIA:
             raise ConfigError(f"unknown importance criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
         if not 0.0 < max_ratio < 1.0:
             raise ConfigError(f"max_ratio must be in (0, 1), got {max_ratio}")
-        if rank_epochs <= 0 or final_epochs < 1:
-            raise ConfigError("rank_epochs must be > 0 and final_epochs >= 1")
+        if not 0.0 < checkpoint_step < 1.0:
+            raise ConfigError(f"checkpoint_step is the cost ratio between checkpoints, in (0, 1); got {checkpoint_step}")
+        if walk_epochs <= 0 or final_epochs < 1 or walk_slack < 0:
+            raise ConfigError("walk_epochs must be > 0, final_epochs >= 1 and walk_slack >= 0")
         self.criterion = criterion
         self.channel_multiple = channel_multiple
         self.min_channels = int(min_channels)
@@ -119,7 +120,9 @@ class ChannelSearch(Pass):
         self.probe_points = int(probe_points)
         self.latency_configs = int(latency_configs)
         self.latency_runs = int(latency_runs)
-        self.rank_epochs = float(rank_epochs)
+        self.checkpoint_step = float(checkpoint_step)
+        self.walk_epochs = float(walk_epochs)
+        self.walk_slack = float(walk_slack)
         self.final_epochs = int(final_epochs)
         self.patience = int(patience)
         self.monitor_samples = int(monitor_samples)
@@ -127,16 +130,16 @@ class ChannelSearch(Pass):
         self.batch_size = int(batch_size)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
-        self.tolerance = float(tolerance)
-        self.max_candidates = int(max_candidates)
         self.uniform = bool(uniform)
 
     def gate(self, target: Target, state: ModelState) -> Gate:
         m = self.channel_multiple or target.channel_multiple
+        costed = (f"on {target.name} at the precision it ships in" if target.runs_here()
+                  else "by a device latency table, or estimated from MACs")
         return Gate.allow(
             "size+latency",
             f"searches per-group widths (multiples of {m}) for the cheapest model within the accuracy budget, "
-            f"costed {'on ' + target.name + ' at the precision it ships in' if target.runs_here() else 'by MACs or a device latency table'}",
+            f"costed {costed}",
         )
 
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
@@ -151,18 +154,21 @@ class _Search:
             raise DataError("ChannelSearch needs labelled training data: pass data=(x, y) to optimize()")
         self.p, self.state, self.ctx = p, state, ctx
         self.started = time.monotonic()
-        constraints = ctx.constraints
-        self.budget = float(getattr(constraints, "max_accuracy_drop", 0.01))
-        self.objective = str(getattr(constraints, "objective", "latency"))
-        self.deadline = self.started + float(getattr(constraints, "max_search_seconds", 1200.0) or 1200.0)
+        self.constraints = ctx.constraints
+        self.budget = float(getattr(self.constraints, "max_accuracy_drop", 0.01))
+        self.objective = str(getattr(self.constraints, "objective", "latency"))
+        self.deadline = self.started + float(getattr(self.constraints, "max_search_seconds", 1200.0) or 1200.0)
         self.multiple = int(p.channel_multiple or ctx.target.channel_multiple or 1)
         self.graph = ModelGraph.from_keras(state.model)
         self.groups: ChannelGroups = find_channel_groups(self.graph)
         self.candidates: list[dict[str, Any]] = []
-        #: Path index -> (candidate, briefly distilled model) that the final phase may continue from.
-        self.ranked: dict[int, tuple[dict[str, Any], keras.Model]] = {}
+        #: Walk checkpoint index -> (candidate, student) the final phase may continue from.
+        self.kept: dict[int, tuple[dict[str, Any], keras.Model]] = {}
         self.epoch_seconds: Optional[float] = None
         self.stopped_by_time = False
+        self.walk_end = ""
+        self.cost_budget: Optional[float] = None
+        self.cost_unit = ""
         self._split_data()
 
     # ------------------------------------------------------------------ data
@@ -179,31 +185,34 @@ class _Search:
     # ------------------------------------------------------------------ run
     def run(self) -> PassOutput:
         ctx, p = self.ctx, self.p
-        scores = channel_importance(self.graph, self.groups, p.criterion, model=self.state.model,
-                                    x=ctx.data.calibration() if p.criterion == "taylor" else None,
-                                    y=ctx.data.y_train[: ctx.data.calibration_samples] if p.criterion == "taylor" else None)
-        self.scores = scores
+        needs = criterion_needs_data(p.criterion)
+        self.scores = channel_importance(
+            self.graph, self.groups, p.criterion, model=self.state.model,
+            x=ctx.data.calibration() if needs else None,
+            y=ctx.data.y_train[: ctx.data.calibration_samples] if needs else None)
         steps = {g.id: width_steps(g.size, self.multiple, p.min_channels, p.max_ratio) for g in self.groups.prunable}
         steps = {g: ws for g, ws in steps.items() if len(ws) > 1}
         if not steps:
-            return PassOutput(self.state, {"status": "nothing to search",
-                                           "reason": f"no channel group can be narrowed in multiples of {self.multiple}"})
+            return PassOutput(self.state, {"reason": f"no channel group can be narrowed in multiples of {self.multiple}"})
         full = full_widths(self.groups)
         features = CostFeatures(self.graph, self.groups)
         ctx.progress(f"channel search: {len(steps)} groups; measuring what widths cost and what they damage")
         model = self._cost_model(steps, features)
         cost: Callable[[dict[int, int]], float] = lambda widths: model.predict(features, widths)  # noqa: E731
         probe = DamageProbe(self.state.model, self.x_probe)
+        recal = slice_samples(self.x_fit, 0, 2048)
         for gid, ws in steps.items():  # damage is interpolated between the probed widths
             for w in sample_widths(ws, p.probe_points)[1:]:
-                probe(gid, w, pruned_model(self.graph, self.groups, scores, {gid: w}, self.state.model.name))
+                narrowed = pruned_model(self.graph, self.groups, self.scores, {gid: w}, self.state.model.name)
+                probe(gid, w, recalibrate_batchnorm(narrowed, recal))
         damage: Callable[[int, int], float] = lambda g, w: probe.damage(g, w, full[g])  # noqa: E731
         path = uniform_path(cost, steps) if p.uniform else allocation_path(cost, steps, damage)
         fit = f", fit error {model.fit_error * 100:.1f}%" if model.fit_error is not None else ""
         ctx.progress(f"channel search: {len(path)} configurations from {path[0].cost:.4g} to {path[-1].cost:.4g} "
                      f"{model.unit} ({model.source}{fit})")
-        passing, failing = self._bisect(path)
-        final_model, final = self._finalise(path, passing, failing)
+        self.cost_budget, self.cost_unit = self._cost_budget(model), model.unit
+        walked = self._walk(path, self._checkpoints(path))
+        final_model, final = self._finalise(path, walked)
         details = self._details(model, probe, path, final)
         if final_model is None:
             return PassOutput(self.state, details)
@@ -234,137 +243,166 @@ class _Search:
             )
         return estimate_from_macs(counted_model(features, signature, "macs"))
 
+    def _cost_budget(self, model: CostModel) -> Optional[float]:
+        """The run's hard budget in the cost model's unit (the walk stops there), or None."""
+        c = self.constraints
+        if c is None:
+            return None
+        baseline = getattr(self.ctx, "baseline", None)
+        if model.unit == "ms" and not model.is_estimate:
+            return c.latency_budget_ms(getattr(baseline, "latency_ms", None))
+        if model.unit == "bytes":
+            return c.size_budget_bytes(getattr(baseline, "size_bytes", None))
+        if model.unit == "macs" and c.max_macs is not None:
+            return float(c.max_macs)
+        return None
+
     # ------------------------------------------------------------------ candidates
     def _time_left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _evaluate(self, index: int, point: PathPoint, epochs: float, phase: str,
-                  start: Optional[keras.Model] = None) -> tuple[dict[str, Any], Any]:
-        """Prune to ``point`` (or continue from ``start``), distil for ``epochs``, and have the driver judge it."""
+    def _distil(self, model: keras.Model, epochs: float, final: bool) -> tuple[keras.Model, list[dict]]:
         p, ctx = self.p, self.ctx
-        started = time.monotonic()
-        model = start if start is not None else pruned_model(
-            self.graph, self.groups, self.scores, point.widths, self.state.model.name)
         history: list[dict] = []
-        if epochs > 0:
-            n_fit = n_samples(self.x_fit)
-            whole = max(1, math.ceil(epochs))
-            max_samples = None if epochs >= 1 else max(p.batch_size, int(n_fit * epochs))
-            model = finetune(
-                model, (self.x_fit, self.y_fit), epochs=whole, teacher=ctx.teacher,
-                batch_size=p.batch_size, learning_rate=p.learning_rate, alpha=p.alpha, temperature=p.temperature,
-                max_samples=max_samples, progress=lambda m: None, seed=ctx.seed,
-                monitor=self.monitor if phase == "final" else None, patience=p.patience,
-                schedule="cosine" if phase == "final" else "constant", history=history,
-            )
-            epochs_run = [h for h in history if h.get("epoch", 0) > 0]
-            trained = sum(h["seconds"] for h in epochs_run)
+        n_fit = n_samples(self.x_fit)
+        whole = max(1, math.ceil(epochs))
+        max_samples = None if epochs >= 1 else max(p.batch_size, int(n_fit * epochs))
+        model = finetune(
+            model, (self.x_fit, self.y_fit), epochs=whole, teacher=ctx.teacher,
+            batch_size=p.batch_size, learning_rate=p.learning_rate, alpha=p.alpha, temperature=p.temperature,
+            max_samples=max_samples, progress=lambda m: None, seed=ctx.seed,
+            monitor=self.monitor if final else None, patience=p.patience,
+            schedule="cosine" if final else "constant", history=history,
+        )
+        epochs_run = [h for h in history if h.get("epoch", 0) > 0]
+        if epochs_run:
             fraction = (max_samples or n_fit) / max(n_fit, 1)
-            per_epoch = trained / max(len(epochs_run) * fraction, 1e-9)
+            per_epoch = sum(h["seconds"] for h in epochs_run) / max(len(epochs_run) * fraction, 1e-9)
             self.epoch_seconds = per_epoch if self.epoch_seconds is None else 0.5 * (self.epoch_seconds + per_epoch)
-        verdict = ctx.judge(self.state.replace(model=model))
+        return model, history
+
+    def _judge(self, index: int, point: PathPoint, model: keras.Model, phase: str, started: float,
+               history: list[dict]) -> dict[str, Any]:
+        """The driver's verdict on ``model``, recorded as a candidate."""
+        verdict = self.ctx.judge(self.state.replace(model=model))
         drop = verdict.accuracy_drop
         if drop is None and verdict.top1_agreement is not None:
             drop = 1.0 - verdict.top1_agreement
         ok = drop is not None and drop <= self.budget + 1e-12
+        trained = sum(1 for h in history if h.get("epoch", 0) > 0) if phase == "final" else self.p.walk_epochs
         cand = {
             "index": index, "phase": phase, "widths": describe_widths(self.groups, point.widths),
             "predicted_cost": round(point.cost, 6), "predicted_damage": round(point.damage, 6),
             "latency_ms": verdict.latency_ms, "size_bytes": verdict.size_bytes, "macs": verdict.macs,
             "accuracy": verdict.accuracy, "accuracy_drop": drop, "accuracy_drop_se": verdict.accuracy_drop_se,
-            "epochs": sum(1 for h in history if h.get("epoch", 0) > 0) if phase == "final" else epochs, "verdict": "within budget" if ok else "over budget",
+            "epochs": trained, "verdict": "within budget" if ok else "over budget",
             "seconds": round(time.monotonic() - started, 1),
         }
-        if history:
+        if history and phase == "final":
             cand["finetune"] = history
-        if start is not None:
-            cand["continued_from"] = "the briefly distilled candidate"
         self.candidates.append(cand)
         se = verdict.accuracy_drop_se
-        ctx.progress(
+        self.ctx.progress(
             f"channel search [{phase}] #{index}: {point.cost:.4g} predicted, "
             + (f"{verdict.latency_ms:.4g} ms measured, " if verdict.latency_ms else "")
             + (f"drop {drop * 100:+.2f}" + (f" ± {1.96 * se * 100:.2f}" if se else "") + " points" if drop is not None else "")
             + f" -> {cand['verdict']} ({cand['seconds']:.0f}s)"
         )
-        return cand, model
+        return cand
+
+    def _meets_budget(self, point: PathPoint, cand: dict[str, Any]) -> bool:
+        """Whether a checkpoint meets the hard cost budget (measured latency where there is one)."""
+        if self.cost_budget is None:
+            return False
+        if self.cost_unit == "ms" and cand.get("latency_ms") is not None:
+            return cand["latency_ms"] <= self.cost_budget
+        if self.cost_unit == "bytes" and cand.get("size_bytes") is not None:
+            return cand["size_bytes"] <= self.cost_budget
+        return point.cost <= self.cost_budget
 
     def _final_seconds(self) -> float:
-        """What one long distillation is expected to take (a few epochs at the measured speed)."""
-        return (self.epoch_seconds or 60.0) * min(self.p.final_epochs, 4)
+        """What the long distillation is expected to take at the measured speed."""
+        return (self.epoch_seconds or 60.0) * self.p.final_epochs
 
-    def _bisect(self, path: list[PathPoint]) -> tuple[int, Optional[int]]:
-        """(cheapest index found within budget after brief distillation, cheapest-by-one failing index or None).
+    def _step_seconds(self) -> float:
+        """What one walk checkpoint is expected to take (its distillation and the verdict)."""
+        return (self.epoch_seconds or 60.0) * self.p.walk_epochs + 10.0
 
-        Bisection in log cost between the original (index 0, assumed within budget)
-        and the smallest configuration; it stops at ``tolerance``, ``max_candidates``,
-        or when the time left is needed for the final distillation.
-        """
+    def _checkpoints(self, path: list[PathPoint]) -> list[int]:
+        """Path indices to stop at: each at most ``checkpoint_step`` of the previous one's cost, and the last."""
+        out, last = [], path[0].cost
+        for i, point in enumerate(path[1:], start=1):
+            if point.cost <= last * self.p.checkpoint_step or i == len(path) - 1:
+                out.append(i)
+                last = point.cost
+        return out
+
+    def _walk(self, path: list[PathPoint], checkpoints: list[int]) -> list[int]:
+        """Narrow one student checkpoint by checkpoint; the indices it visited, mildest first."""
         p = self.p
-        lo, hi, failing = 0, len(path) - 1, None
-        evaluated = 0
-        while hi - lo > 1 and evaluated < p.max_candidates:
-            if path[lo].cost <= path[hi].cost * (1.0 + p.tolerance):
+        student = self.state.model
+        current = full_widths(self.groups)
+        walked: list[int] = []
+        for index in checkpoints:
+            reserve = 1.2 * self._final_seconds() + self._step_seconds()
+            if self._time_left() <= 0 or (self.epoch_seconds is not None and self._time_left() < reserve):
+                self.stopped_by_time, self.walk_end = True, "the time left was needed for the final distillation"
                 break
-            if self._time_left() <= 0 or (self.epoch_seconds is not None and self._time_left() < 2 * self._final_seconds()):
-                self.ctx.progress("channel search: time budget reached; stopping the bisection")
-                self.stopped_by_time = True
+            started = time.monotonic()
+            point = path[index]
+            student = narrow(student, self.groups, self.scores, current, point.widths, self.state.model.name)
+            current = dict(point.widths)
+            student, history = self._distil(student, p.walk_epochs, final=False)
+            cand = self._judge(index, point, student, "walk", started, history)
+            self.kept[index] = (cand, student)
+            walked.append(index)
+            if self._meets_budget(point, cand):
+                self.walk_end = f"reached the {self.cost_unit} budget ({self.cost_budget:.4g})"
                 break
-            target = math.sqrt(max(path[lo].cost, 1e-12) * max(path[hi].cost, 1e-12))
-            mid = min(range(lo + 1, hi), key=lambda i: abs(path[i].cost - target))
-            cand, model = self._evaluate(mid, path[mid], p.rank_epochs, "rank")
-            evaluated += 1
-            self.ranked[mid] = (cand, model)
-            if cand["verdict"] == "within budget":
-                lo = mid
-            else:
-                hi = failing = mid
-        for index in list(self.ranked):  # keep only the two models the final phase may continue from
-            if index not in (lo, failing):
-                del self.ranked[index]
-        return lo, failing
+            if cand["accuracy_drop"] is None or cand["accuracy_drop"] > self.budget + p.walk_slack:
+                self.walk_end = (f"the drop after brief distillation exceeded the budget by more than "
+                                 f"{p.walk_slack * 100:g} points")
+                break
+        else:
+            self.walk_end = "reached the narrowest configuration"
+        self.ctx.progress(f"channel search: walk ended after {len(walked)} checkpoints: {self.walk_end}")
+        return walked
 
-    def _final_epochs(self) -> int:
-        """The final distillation's ceiling, cut to what the time budget still allows (at least one epoch)."""
-        if self.epoch_seconds is None:
-            return self.p.final_epochs
-        return max(1, min(self.p.final_epochs, int(self._time_left() // max(self.epoch_seconds, 1e-9))))
-
-    def _finalise(self, path: list[PathPoint], passing: int, failing: Optional[int]) -> tuple[Optional[keras.Model], dict]:
-        """Long distillation, then the driver's verdict; step back toward the original while it misses.
-
-        The first candidate that failed after brief distillation is tried first when
-        there is time for two long runs (longer distillation recovers more), then the
-        cheapest that passed; after that, halfway back toward the original each time.
-        """
-        order = []
-        if failing is not None and (passing == 0 or self._time_left() > 2.5 * self._final_seconds()):
-            order.append(failing)
-        if passing > 0:
-            order.append(passing)
+    def _finalise(self, path: list[PathPoint], walked: list[int]) -> tuple[Optional[keras.Model], dict]:
+        """Long distillation of the cheapest checkpoint within reach; bisect back toward the original on a miss."""
+        slack = self.budget + self.p.walk_slack
+        reach = [i for i in walked if self.kept[i][0]["accuracy_drop"] is not None
+                 and self.kept[i][0]["accuracy_drop"] <= slack]
+        at_budget = [i for i in walked if self._meets_budget(path[i], self.kept[i][0])]
+        if at_budget:
+            reach = at_budget[:1]  # a hard budget: the mildest checkpoint that meets it, whatever its brief accuracy
         closest: Optional[dict] = None
-        tried: set[int] = set()
-        while order:
-            index = order.pop(0)
-            if index in tried or index <= 0:
-                continue
-            tried.add(index)
-            ranked = self.ranked.get(index)
-            cand, model = self._evaluate(index, path[index], self._final_epochs(), "final",
-                                         start=ranked[1] if ranked else None)
+        lo, hi = -1, len(reach)  # positions in `reach`: hi is known to fail after long distillation
+        position = len(reach) - 1
+        while 0 <= position < len(reach):
+            index = reach[position]
+            cand0, student = self.kept[index]
+            started = time.monotonic()
+            epochs = self.p.final_epochs
+            if self.epoch_seconds is not None:
+                epochs = max(1, min(epochs, int(self._time_left() // max(self.epoch_seconds, 1e-9))))
+            model, history = self._distil(student, epochs, final=True)
+            cand = self._judge(index, path[index], model, "final", started, history)
             if cand["verdict"] == "within budget":
                 cand["chosen"] = True
                 return model, cand
-            if ranked and ranked[0]["verdict"] == "within budget":
-                # Longer distillation did not help here; the briefly distilled candidate was within budget.
-                ranked[0]["chosen"] = True
-                ranked[0]["note"] = "kept after brief distillation: the longer run measured worse"
-                return ranked[1], ranked[0]
+            if cand0["verdict"] == "within budget":  # the longer run measured worse than the brief one
+                cand0["chosen"] = True
+                cand0["note"] = "kept after brief distillation: the longer run measured worse"
+                return student, cand0
             if closest is None or (cand["accuracy_drop"] or 1.0) < (closest["accuracy_drop"] or 1.0):
                 closest = cand
-            if not order and self._time_left() > self._final_seconds():
-                order.append(min(tried) // 2)  # halfway back toward the original (path index 0)
+            hi = position
+            if self._time_left() < 0.5 * self._final_seconds() or hi - lo <= 1:
+                break
+            position = (lo + hi) // 2
         return None, {"chosen": False, "closest": closest}
+
 
     # ------------------------------------------------------------------ report
     def _details(self, model: CostModel, probe: DamageProbe, path: list[PathPoint], final: dict) -> dict[str, Any]:
@@ -384,6 +422,8 @@ class _Search:
             "params_before": int(before.params),
             "seconds": round(time.monotonic() - self.started, 1),
             "stopped_by_time_budget": self.stopped_by_time,
+            "walk_end": self.walk_end,
+            "cost_budget": self.cost_budget,
             "widths_original": describe_widths(self.groups, full_widths(self.groups)),
         }
         if final.get("chosen"):

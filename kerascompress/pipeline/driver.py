@@ -132,7 +132,7 @@ def optimize(
         )
 
     ctx = measurer.context(data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints,
-                           latency_table=latency_table)
+                           latency_table=latency_table, baseline=baseline)
     current, current_artifact, current_metrics = state, baseline_artifact, baseline
     for p in pass_list:
         record = _run_pass(p, current, current_artifact, current_metrics, baseline, ctx, measurer, constraints, strict)

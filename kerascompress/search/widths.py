@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
-from kerascompress.graph.channel_groups import ChannelGroups
+from kerascompress.graph.channel_groups import ChannelGroups, find_channel_groups
 from kerascompress.graph.model_graph import ModelGraph
 from kerascompress.graph.prune_channels import prune_channels
 
@@ -63,6 +63,32 @@ def pruned_model(graph: ModelGraph, groups: ChannelGroups, scores: Mapping[int, 
     return prune_channels(graph, groups, keep_for(scores, widths)).to_keras(name=name)
 
 
+def narrow(model: keras.Model, groups: ChannelGroups, scores: Mapping[int, np.ndarray],
+           current: Mapping[int, int], target: Mapping[int, int], name: str) -> keras.Model:
+    """Cut an already pruned (and trained) ``model`` from widths ``current`` down to ``target``.
+
+    ``groups`` and ``scores`` are the original model's; a narrower width keeps a subset
+    of a wider one's channels, so the channels to keep are found by position within
+    the ones ``model`` still has. The trained weights of the kept channels carry over.
+    """
+    graph = ModelGraph.from_keras(model)
+    now = find_channel_groups(graph)
+    by_producers = {frozenset(g.producers): g for g in now.groups}
+    keep: dict[int, np.ndarray] = {}
+    for g in groups.prunable:
+        cur, new = int(current.get(g.id, g.size)), int(target.get(g.id, g.size))
+        if new >= cur:
+            continue
+        match = by_producers.get(frozenset(g.producers))
+        if match is None or match.size != cur:
+            raise ValueError(f"channel group of {g.producers} has no {cur}-channel counterpart in the pruned model")
+        s = np.asarray(scores[g.id])
+        kept_now = np.sort(np.argsort(-s, kind="stable")[:cur])
+        kept_next = np.sort(np.argsort(-s, kind="stable")[:new])
+        keep[match.id] = np.searchsorted(kept_now, kept_next)
+    return prune_channels(graph, now, keep).to_keras(name=name)
+
+
 def full_widths(groups: ChannelGroups) -> Widths:
     """Every prunable group at its full width."""
     return {g.id: g.size for g in groups.prunable}
@@ -83,4 +109,4 @@ def as_key(widths: Mapping[int, int]) -> tuple[tuple[int, int], ...]:
 
 
 __all__ = ["Widths", "as_key", "describe_widths", "full_widths", "keep_for", "pruned_model", "round_width",
-           "sample_widths", "width_steps"]
+           "narrow", "sample_widths", "width_steps"]
