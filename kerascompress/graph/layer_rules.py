@@ -477,6 +477,10 @@ _RULES.update(
         "Flatten": ReshapeRule(agnostic=True),
         "Reshape": ReshapeRule(),
         "Lambda": FreezeRule("Lambda layer: its effect on channels is unknown"),
+        "MultiHeadAttention": FreezeRule(
+            "MultiHeadAttention splits channels into heads inside its projections; channels are not followed "
+            "through it"
+        ),
     }
 )
 
@@ -523,6 +527,11 @@ def rule_for(node: Any) -> LayerRule:
 
     if node.layer is not None and not isinstance(node.layer, keras.layers.Layer) and node.class_name != "InputLayer":
         return _op_rule(node)
+    if isinstance(node.layer, keras.Model):
+        return FreezeRule(
+            f"{node.layer_name} is a subclassed model ({node.class_name}): its call() is Python code, so channels "
+            f"through it are not followed"
+        )
     rule = _RULES.get(node.class_name)
     if rule is None:
         return FreezeRule(f"unknown layer class {node.class_name!r}: register a rule with register_layer_rule")

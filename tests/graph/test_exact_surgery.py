@@ -20,7 +20,7 @@ scale (observed: <= 2e-6 on these models). A wrong cut moves them by 1e-2 or mor
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -337,6 +337,8 @@ KINDS: dict[str, tuple[tuple[int, ...], Callable, tuple[str, ...]]] = {
     "rescaling": ((1, 2, 3), lambda t, d, r, p: L.Rescaling(
         scale=_per_channel(int(t.shape[-1]), 0.5, 1.5), offset=_per_channel(int(t.shape[-1]), -0.2, 0.2))(t),
         ("Rescaling",)),
+    "attention": ((1, 2), lambda t, d, r, p: L.MultiHeadAttention(num_heads=2, key_dim=3)(t, t),
+                  ("MultiHeadAttention",)),
     "merge": ((1, 2, 3), _merge, ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")),
     "concat_channels": ((1, 2, 3), _concat_channels, ("Concatenate",)),
     "concat_other_axis": ((1, 2, 3), _concat_other_axis, ("Concatenate", "Cropping#D")),
