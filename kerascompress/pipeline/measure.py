@@ -67,6 +67,7 @@ class Measurer:
             accuracy=None if fid.accuracy is None else float(fid.accuracy),
             top1_agreement=None if fid.top1_agreement is None else float(fid.top1_agreement),
             max_abs_error=float(fid.max_abs_error),
+            relative_mse=fid.relative_mse,
             runtime="litert" if artifact.kind == "tflite" else "onnxruntime (numerics of the TensorRT ONNX)",
         )
 

@@ -12,6 +12,8 @@ def verdict(
     before: Metrics, after: Metrics, baseline: Metrics, ratio: Optional[float], gate: Gate, constraints: Constraints
 ) -> Optional[str]:
     """Why a pass must be rolled back, or None when it may stay."""
+    if why := output_error_verdict(after, constraints):
+        return why
     budget = constraints.max_accuracy_drop
     if baseline.accuracy is not None and after.accuracy is not None:
         drop = baseline.accuracy - after.accuracy
@@ -51,8 +53,32 @@ def constraints_met(final: Metrics, baseline: Metrics, c: Constraints) -> dict[s
     met: dict[str, bool] = {}
     if final.accuracy is not None and baseline.accuracy is not None:
         met["max_accuracy_drop"] = baseline.accuracy - final.accuracy <= c.max_accuracy_drop
+    met.update(output_error_met(final, c))
     if c.max_size_bytes is not None and final.size_bytes is not None:
         met["max_size_bytes"] = final.size_bytes <= c.max_size_bytes
     if c.max_latency_ms is not None and final.latency_ms is not None:
         met["max_latency_ms"] = final.latency_ms <= c.max_latency_ms
     return met
+
+
+def output_error_verdict(after: Metrics, constraints: Constraints) -> Optional[str]:
+    """Why a pass must be rolled back for the error of outputs that are not class scores, or None.
+
+    Regression heads and other value outputs have no accuracy or top-1 agreement; their
+    relative MSE against the original model is held to the accuracy budget instead:
+    max_accuracy_drop=0.01 allows an error whose energy is 1% of the outputs' variance.
+    """
+    budget = constraints.max_accuracy_drop
+    if after.relative_mse is None or after.relative_mse <= budget:
+        return None
+    return (
+        f"output error against the original rose to a relative MSE of {after.relative_mse:.4g} (outputs that are "
+        f"not class scores are judged by it; budget: {budget:.4g} of the outputs' variance)"
+    )
+
+
+def output_error_met(final: Metrics, c: Constraints) -> dict[str, bool]:
+    """The accuracy budget, read as an output-error budget for value outputs (see `output_error_verdict`)."""
+    if final.relative_mse is None or final.accuracy is not None:
+        return {}
+    return {"max_accuracy_drop": final.relative_mse <= c.max_accuracy_drop}
