@@ -113,7 +113,8 @@ def cmd_validate(artifact: str) -> int:
     data = _load_data(FLAGS.data)
     if data is not None and not isinstance(data, tuple):
         data = (data.x_eval, data.y_eval)
-    result = kc.validate(artifact, reference=_model_arg(FLAGS.reference), data=data, num_threads=FLAGS.threads, runs=FLAGS.runs)
+    result = kc.validate(artifact, reference=_model_arg(FLAGS.reference), data=data, num_threads=FLAGS.threads,
+                         runs=FLAGS.runs)
     print(json.dumps(_plain(result), indent=2, default=str))
     return 0
 
@@ -142,7 +143,7 @@ def cmd_demo() -> int:
 def main(argv: Sequence[str]) -> int:
     from kerascompress import console
 
-    if not _shows_native_logs(sys.argv):
+    if not (FLAGS.verbose or FLAGS.debug):
         console.quiet()  # again: absl.app turned its logging up to INFO after parsing the flags
     args = list(argv[1:])
     if not args or args[0] in ("help", "-h"):

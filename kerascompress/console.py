@@ -30,6 +30,7 @@ NATIVE_NOISE = re.compile(
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|INFO: (?:Created TensorFlow Lite (?:XNNPACK )?delegate|Initialized TensorFlow Lite runtime)"
     rb"|fully_quantize: \d+, inference_type: \d+"  # the TFLite quantizer's settings dump
+    rb"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags"
     rb")"
 )
 

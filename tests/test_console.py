@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import kerascompress
-from kerascompress.console import NATIVE_NOISE
 
 #: What TensorFlow 2.21 prints on import and conversion when nobody silences it.
 CHATTER = ("I0000", "oneDNN", "cpu_feature_guard", "absl::InitializeLog", "XNNPACK delegate", "fully_quantize")
@@ -87,10 +86,23 @@ def test_a_tiny_optimize_shows_our_progress_and_no_tensorflow_chatter(tiny_run):
     assert "| quantize:int8 | applied |" in proc.stdout
 
 
-def test_verbose_brings_the_native_lines_back(tiny_run):
-    proc = _optimize(tiny_run, "--verbose")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    native = [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line.encode())]
-    if not native:
-        pytest.skip("this TensorFlow build logs nothing natively here, so there is nothing to bring back")
-    assert any(line.startswith("[kerascompress ") for line in proc.stderr.splitlines())
+@pytest.mark.parametrize("argv,quieted", [
+    (["kerascompress", "targets"], True),
+    (["kerascompress", "targets", "--verbose"], False),
+    (["kerascompress", "--debug", "targets"], False),
+])
+def test_verbose_and_debug_leave_the_native_lines_alone(argv, quieted, monkeypatch, capsys):
+    """The wiring: `run` quiets the console before TensorFlow loads unless --verbose or --debug is given."""
+    from kerascompress import cli, console
+
+    calls = []
+    monkeypatch.setattr(console, "quiet", lambda: calls.append("quiet"))
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.run()
+    finally:
+        cli.FLAGS.unparse_flags()
+    assert exit_.value.code == 0
+    assert bool(calls) == quieted
+    assert "This host:" in capsys.readouterr().out
