@@ -60,10 +60,12 @@ def preflight(
     inputs = list(getattr(original, "inputs", None) or [])
     shapes = [tuple(t.shape) for t in inputs]
     dtypes = [getattr(t.dtype, "name", str(t.dtype)) for t in inputs]
+    names = [getattr(t, "name", None) for t in inputs]
     if bundle is not None:
         for part in (bundle.x_eval, bundle.x_train):
             if n_samples(part):
-                check_inputs(part, shapes, dtypes)
+                named = isinstance(part, dict) and set(names) <= set(part)
+                check_inputs([part[n] for n in names] if named else part, shapes, dtypes)
     sample = take(bundle.x_eval, SAMPLE) if bundle is not None else _random_inputs(shapes, dtypes, seed)
     outputs = _outputs_on(original, sample, from_data=bundle is not None)
     if bundle is not None and bundle.y_eval is not None:

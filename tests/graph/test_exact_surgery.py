@@ -287,6 +287,19 @@ def _identity_like(t, d, r, pool):
     return layer(t)
 
 
+def _keras_ops(t, d, r, pool):
+    """Bare keras.ops calls on symbolic tensors: element-wise ones carry channels, others freeze."""
+    op = d.pick(["relu", "sigmoid", "tanh", "abs", "square", "add", "multiply", "maximum", "scalar", "flip"])
+    ops = keras.ops
+    if op in ("add", "multiply", "maximum"):
+        return getattr(ops, op)(t, _same_shape_partner(t, d, pool))
+    if op == "scalar":
+        return ops.multiply(ops.add(t, 0.5), 2.0)
+    if op == "flip":  # reverses the channels: pruning through it would be wrong, so it must freeze
+        return ops.flip(t, axis=-1)
+    return getattr(ops, op)(t)
+
+
 def _per_channel(n: int, lo: float, hi: float) -> list[float]:
     return [float(v) for v in np.linspace(lo, hi, n)]
 
@@ -343,6 +356,7 @@ KINDS: dict[str, tuple[tuple[int, ...], Callable, tuple[str, ...]]] = {
     "concat_channels": ((1, 2, 3), _concat_channels, ("Concatenate",)),
     "concat_other_axis": ((1, 2, 3), _concat_other_axis, ("Concatenate", "Cropping#D")),
     "squeeze_excite": ((1, 2, 3), _se, ("GlobalAveragePooling#D", "Multiply")),
+    "keras_ops": ((1, 2, 3), _keras_ops, ()),
     "flatten": ((1, 2, 3), _flatten_back, ("Flatten", "Reshape")),
     "reshape": ((1, 2, 3), _reshape_back, ("Reshape",)),
 }
@@ -515,3 +529,19 @@ def test_random_dags_exact(model, seed):
 @given(model=random_dag(), seed=st.integers(0, 1000))
 def test_random_dags_exact_long_run(model, seed):
     check_dead_channels_pruned_exactly(randomize(model, seed), seed=seed)
+
+
+def test_keras_ops_carry_channels_when_element_wise_and_freeze_otherwise():
+    x = keras.Input((6, 6, 3))
+    a = L.Conv2D(8, 3, padding="same", name="a")(x)
+    b = L.Conv2D(8, 3, padding="same", name="b")(x)
+    summed = keras.ops.relu(keras.ops.add(a, keras.ops.multiply(b, 2.0)))  # couples a and b
+    c = L.Conv2D(8, 3, padding="same", name="c")(summed)
+    flipped = keras.ops.flip(c, axis=-1)  # channel order reversed: c's channels must not be cut
+    out = L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(6, 1, name="d")(flipped)))
+    model = randomize(keras.Model(x, out))
+    result = check_dead_channels_pruned_exactly(model)
+    groups = result["groups"]
+    prunable = sorted(sorted(g.producers) for g in groups.prunable)
+    assert prunable == [["a", "b"], ["d"]]
+    assert any("Keras op 'Flip'" in r for g in groups.frozen for r in g.frozen)
