@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -31,6 +30,10 @@ flags.DEFINE_float("size_ratio", None, "Size budget as a fraction of the float32
 flags.DEFINE_enum("objective", "latency", ["latency", "size"], "What the search minimises.")
 flags.DEFINE_float("max_search_seconds", 1200.0, "Wall-clock budget of the search.")
 flags.DEFINE_string("latency_table", None, "optimize: a latency table from `kerascompress profile` on the device.")
+flags.DEFINE_bool("unsafe_load", False, "Allow model files holding Python code (Lambda layers) to run it when loaded: "
+                  "only for files you trust (Keras' safe_mode=False).")
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's native and converter log lines (hidden by default).")
+flags.DEFINE_bool("debug", False, "On an error, show the Python traceback (implies --verbose).")
 
 USAGE = """usage:
   kerascompress optimize MODEL [--target T] [--out DIR] [--recipe R] [--data D]
@@ -38,6 +41,7 @@ USAGE = """usage:
   kerascompress targets
   kerascompress profile MODEL [--out table.json]    (on the target device: its per-group latency table)
   kerascompress demo [--out DIR] [--epochs N]
+common flags: --verbose (TensorFlow's log lines), --debug (tracebacks), --unsafe_load (trusted Lambda layers)
 """
 
 
@@ -82,11 +86,20 @@ def cmd_targets() -> int:
     return 0
 
 
+def _model_arg(path: str) -> Any:
+    """The model for a path argument: the path itself, or the model loaded with safe_mode off (--unsafe_load)."""
+    if not FLAGS.unsafe_load:
+        return path
+    from kerascompress.models.io import load_model
+
+    return load_model(path, safe_mode=False)
+
+
 def cmd_optimize(model_path: str) -> int:
     import kerascompress as kc
 
     result = kc.optimize(
-        model_path,
+        _model_arg(model_path),
         target=FLAGS.target,
         data=_load_data(FLAGS.data),
         recipe=FLAGS.recipe,
@@ -113,7 +126,8 @@ def cmd_validate(artifact: str) -> int:
     data = _load_data(FLAGS.data)
     if data is not None and not isinstance(data, tuple):
         data = (data.x_eval, data.y_eval)
-    result = kc.validate(artifact, reference=FLAGS.reference, data=data, num_threads=FLAGS.threads, runs=FLAGS.runs)
+    result = kc.validate(artifact, reference=_model_arg(FLAGS.reference), data=data, num_threads=FLAGS.threads,
+                         runs=FLAGS.runs)
     print(json.dumps(_plain(result), indent=2, default=str))
     return 0
 
@@ -151,39 +165,78 @@ def cmd_demo() -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    import logging
+    from kerascompress import console
 
-    from kerascompress.errors import KerasCompressError
-
-    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines drown the progress
-
+    if not (FLAGS.verbose or FLAGS.debug):
+        console.quiet()  # again: absl.app turned its logging up to INFO after parsing the flags
     args = list(argv[1:])
     if not args or args[0] in ("help", "-h"):
         print(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    commands = {"targets": (0, cmd_targets), "demo": (0, cmd_demo), "optimize": (1, cmd_optimize),
+                "validate": (1, cmd_validate), "profile": (1, cmd_profile)}
+    if command not in commands or len(rest) != commands[command][0]:
+        _error(f"bad command line {' '.join(args)!r}; run 'kerascompress help' for the usage")
+        return 2
     try:
-        if command == "targets" and not rest:
-            return cmd_targets()
-        if command == "demo" and not rest:
-            return cmd_demo()
-        if command == "optimize" and len(rest) == 1:
-            return cmd_optimize(rest[0])
-        if command == "validate" and len(rest) == 1:
-            return cmd_validate(rest[0])
-        if command == "profile" and len(rest) == 1:
-            return cmd_profile(rest[0])
-    except KerasCompressError as exc:
-        print(f"kerascompress: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"kerascompress: bad command line {' '.join(args)!r}\n{USAGE}", file=sys.stderr)
-    return 2
+        return commands[command][1](*rest)
+    except Exception as exc:  # noqa: BLE001 - the command line reports every failure in one line
+        return _report(exc)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+def _report(exc: Exception) -> int:
+    """One line on stderr naming the problem (the traceback too with --debug); the exit status."""
+    from kerascompress.errors import KerasCompressError
+
+    if FLAGS.debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, KerasCompressError):
+        _error(str(exc))
+    else:
+        message = " ".join(str(exc).split())
+        _error(f"unexpected {type(exc).__name__}: {message[:400]}"
+               + ("" if FLAGS.debug else " (run again with --debug for the traceback, and please report it)"))
+    return 1
+
+
+def _error(message: str) -> None:
+    print(f"kerascompress: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _shows_native_logs(argv: Sequence[str]) -> bool:
+    """--verbose or --debug on the command line (read before absl parses it, to act before TF loads)."""
+    on = {"--verbose", "--debug", "--verbose=true", "--debug=true", "--verbose=1", "--debug=1"}
+    return any(a.lower() in on for a in argv)
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's parser with dashes accepted in flag names and a one-line error instead of the usage dump."""
+    normal = []
+    for a in argv:
+        if a.startswith("--") and len(a) > 2:
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + eq + value
+        normal.append(a)
+    try:
+        return FLAGS(normal)
+    except flags.Error as exc:
+        _error(f"{exc}; run 'kerascompress help' for the usage")
+        sys.exit(2)
 
 
 def run() -> None:
-    """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    """Console-script entry point: quiets TensorFlow before anything imports it."""
+    if not _shows_native_logs(sys.argv):
+        from kerascompress import console
+
+        console.quiet()
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

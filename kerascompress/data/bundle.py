@@ -12,12 +12,15 @@ unreachable).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from kerascompress.data.samples import n_samples, slice_samples, take
+from kerascompress.data.checks import as_array, check_inputs, check_part
+from kerascompress.data.samples import as_list, n_samples, slice_samples, take
 from kerascompress.errors import DataError
+
+__all__ = ["DataBundle", "check_bundle", "check_inputs", "make_bundle"]
 
 
 @dataclasses.dataclass
@@ -84,28 +87,53 @@ def _as_arrays(data: Any) -> tuple[Any, Optional[np.ndarray]]:
     except ImportError:  # pragma: no cover - tensorflow is a hard dependency
         is_dataset = False
     if is_dataset:
-        xs, ys = [], []
-        for element in data.as_numpy_iterator():
-            if isinstance(element, tuple) and len(element) >= 2:
-                xs.append(element[0])
-                ys.append(element[1])
-            else:
-                xs.append(element)
-        if not xs:
-            raise DataError("the dataset passed as `data` is empty")
+        return _dataset_arrays(data)
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        if isinstance(y, (list, tuple, dict)) and any(np.ndim(v) > 0 for v in as_list(y)):
+            raise DataError(
+                "labels for several outputs (a list or dict of arrays) are not taken here: pass the labels of the "
+                "first output as one array, or data=x alone to judge every output against the original model"
+            )
+        return _inputs(x), None if y is None else as_array(y, "`data` labels")
+    if isinstance(data, (np.ndarray, list, dict)) or hasattr(data, "__array__"):
+        return _inputs(data), None
+    what = f"a tuple of {len(data)}" if isinstance(data, tuple) else type(data).__name__
+    raise DataError(
+        f"`data` must be a tf.data.Dataset, an (x, y) tuple of arrays or an array of inputs; got {what}"
+    )
+
+
+def _inputs(x: Any) -> Any:
+    """Inputs as arrays: one array, a list of arrays (several inputs) or a dict of them."""
+    if isinstance(x, dict):
+        return {k: as_array(v, f"`data` input {k!r}") for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [as_array(v, f"`data` input {i}") for i, v in enumerate(x)]
+    return as_array(x, "`data` inputs")
+
+
+def _dataset_arrays(data: Any) -> tuple[Any, Optional[np.ndarray]]:
+    xs, ys = [], []
+    for element in data.as_numpy_iterator():
+        if isinstance(element, tuple) and len(element) >= 2:
+            xs.append(element[0])
+            ys.append(element[1])
+        else:
+            xs.append(element)
+    if not xs:
+        raise DataError("the dataset passed as `data` is empty: give at least a few hundred samples")
+    if isinstance(xs[0], dict):
+        raise DataError("dataset elements with named inputs (dicts) are not read here; pass data=({name: array}, y)")
+    try:
         batched = np.ndim(xs[0]) > 0 and len(xs) > 1 and np.shape(xs[0])[1:] == np.shape(xs[-1])[1:]
         x = np.concatenate(xs) if batched else np.stack(xs)
         y = (np.concatenate(ys) if batched else np.stack(ys)) if ys else None
-        return x, y
-    if isinstance(data, tuple) and len(data) == 2:
-        x, y = data
-        return x, None if y is None else np.asarray(y)
-    if isinstance(data, (np.ndarray, list, dict)):
-        return data, None
-    raise DataError(
-        f"`data` must be a tf.data.Dataset, an (x, y) tuple of arrays or an array of inputs; "
-        f"got {type(data).__name__}"
-    )
+    except ValueError as exc:
+        raise DataError(
+            f"the dataset's elements do not stack into arrays ({exc}); give equally shaped samples"
+        ) from exc
+    return x, y
 
 
 def make_bundle(
@@ -127,6 +155,7 @@ def make_bundle(
     if isinstance(data, DataBundle):
         if validation_data is not None:
             raise DataError("give validation_data or a DataBundle holding its own validation part, not both")
+        check_bundle(data)
         return data
     if isinstance(data, dict) and set(data) >= {"train", "eval"}:
         if validation_data is not None:
@@ -141,13 +170,14 @@ def make_bundle(
             xt = take(xv, 0)
         if yt is not None and yv is None:
             raise DataError("`data` has labels but `validation_data` has none; give (x_val, y_val)")
-        return DataBundle(xt, yt, xv, yv, calibration_samples, "validation_data")
+        bundle = DataBundle(xt, yt, xv, yv, calibration_samples, "validation_data")
+        check_bundle(bundle)
+        return bundle
     x, y = _as_arrays(data)
+    check_part(x, y, "`data`")
     n = n_samples(x)
     if n < 2:
         raise DataError(f"`data` has {n} samples; give at least a few hundred for calibration and evaluation")
-    if y is not None and len(y) != n:
-        raise DataError(f"`data` has {n} inputs but {len(y)} labels; they must match")
     order = np.random.default_rng(seed).permutation(n)
     n_eval = min(max_eval, max(1, int(round(n * eval_fraction))))
     ev, tr = order[:n_eval], order[n_eval:]
@@ -159,16 +189,8 @@ def make_bundle(
     )
 
 
-def check_inputs(x: Any, input_shapes: Sequence[tuple]) -> None:
-    """Raise a `DataError` naming the mismatch when ``x`` does not fit the model's inputs."""
-    arrays = list(x) if isinstance(x, (list, tuple)) else list(x.values()) if isinstance(x, dict) else [x]
-    if len(arrays) != len(input_shapes):
-        raise DataError(f"the model has {len(input_shapes)} inputs but `data` provides {len(arrays)}")
-    for i, (a, shape) in enumerate(zip(arrays, input_shapes)):
-        got = tuple(np.shape(a)[1:])
-        want = tuple(shape[1:])
-        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-            raise DataError(
-                f"input {i}: the model expects samples of shape {want} but `data` has {got}; "
-                f"reshape or resize the data to the model's input"
-            )
+def check_bundle(bundle: DataBundle) -> None:
+    """The held-out part must hold samples; both parts must hold sane values (`data.checks`)."""
+    check_part(bundle.x_train, bundle.y_train, "the training part of `data`", allow_empty=True)
+    where = "`validation_data`" if bundle.independent_validation else "the held-out part of `data`"
+    check_part(bundle.x_eval, bundle.y_eval, where)

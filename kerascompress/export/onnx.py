@@ -207,14 +207,30 @@ def _convert(model: Any, opset: int) -> Any:
         return model(list(args) if len(args) > 1 else args[0], training=False)
 
     try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=opset)
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=opset,
+                                                 custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
     except Exception as err:
         raise ExportError(
             f"tf2onnx could not convert the model at opset {opset}: {str(err)[:500]}. "
-            "Layers with exact GELU (Erfc) or custom ops are a known cause; try approximate GELU"
+            "Custom ops without an ONNX equivalent are a known cause"
         ) from err
     _rename_outputs(proto, _output_names(model))
     return proto
+
+
+def _erfc_as_one_minus_erf(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """tf2onnx has no Erfc (exact GELU in attention blocks computes with it): rewrite it as 1 - Erf(x).
+
+    Exact for GELU's use, 0.5 * x * erfc(-x / sqrt(2)): where erfc is tiny, x is large and
+    negative and the product stays within float32 rounding of 0.
+    """
+    from tf2onnx import utils
+
+    erf = ctx.make_node("Erf", [node.input[0]])
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
 def _output_names(model: Any) -> list[str] | None:

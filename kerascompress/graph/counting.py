@@ -23,7 +23,7 @@ from typing import Callable, Optional, Union
 import keras
 import numpy as np
 
-from kerascompress.graph.model_graph import ModelGraph, Node
+from kerascompress.graph.model_graph import ModelGraph, Node, _weight_name
 
 _ZERO_MAC = {
     "InputLayer", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
@@ -87,6 +87,8 @@ def count_model(model_or_graph: Union[keras.Model, ModelGraph]) -> ModelCost:
         trainable = _trainable_params(node) if first else 0
         rule, known = _classify(node)
         macs = int(rule(node)) if rule is not None else 0
+        if not known and isinstance(node.layer, keras.Model):  # a subclassed model kept as one node
+            macs, known = _submodel_macs(node.layer)
         if not known:
             unknown.append(name)
         per_node[name] = NodeCost(node.class_name, params, trainable, macs, known)
@@ -219,6 +221,33 @@ _RULES: dict[str, Callable[[Node], int]] = {
     "MultiHeadAttention": _mha,
     "SimpleRNN": _rnn, "LSTM": _rnn, "GRU": _rnn,
 }
+
+
+def _submodel_macs(model: keras.Model) -> tuple[int, bool]:
+    """(MACs, all known) of a subclassed model, from the shapes its layers were built with.
+
+    Its call() is Python code, so each layer with weights is counted once, on the input
+    shape it was built for (a layer called twice in call() is undercounted).
+    """
+    total, known = 0, True
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not layer.weights or list(layer._flatten_layers(include_self=False, recursive=False)):
+            continue  # weightless, or a container whose own layers are counted
+        built = list((getattr(layer, "_build_shapes_dict", None) or {}).values())
+        try:
+            in_shape = tuple(built[0])
+            out_shape = tuple(layer.compute_output_shape(in_shape))
+        except Exception:  # noqa: BLE001 - no recorded shape, or a shape this layer cannot compute from
+            known = False
+            continue
+        names = [_weight_name(v.path, layer.name) for v in layer.weights]
+        node = Node(name=layer.name, layer_name=layer.name, class_name=type(layer).__name__,
+                    config=layer.get_config(), weights=[np.asarray(v.numpy()) for v in layer.weights], inputs=[],
+                    output_shapes=[out_shape], input_shapes=[in_shape], layer=layer, weight_names=names)
+        rule, ok = _classify(node)
+        total += int(rule(node)) if rule is not None else 0
+        known = known and ok
+    return total, known
 
 
 def _classify(node: Node) -> tuple[Optional[Callable[[Node], int]], bool]:

@@ -189,7 +189,7 @@ class InputRule(LayerRule):
 
 
 class ProducerRule(LayerRule):
-    """Conv1D/2D/3D, Dense, SeparableConv, Conv*Transpose, Embedding: new output channels.
+    """Conv1D/2D/3D, Dense, SeparableConv, Conv*Transpose, Embedding, EinsumDense: new output channels.
 
     ``in_axis`` / ``out_axis``: kernel axes of input and output channels;
     ``width_key``: the config entry holding the output width.
@@ -256,10 +256,16 @@ class EmbeddingRule(ProducerRule):
 
 
 class SeparableConvRule(ProducerRule):
-    """Depthwise part on the input channels, then a pointwise conv creating new channels."""
+    """Depthwise part on the input channels, then a pointwise conv creating new channels.
+
+    Its output channels are the pointwise kernel's columns, so that is the kernel the
+    channel scores read (a rule naming "kernel" here left them unscored, and pruning
+    removed live channels). The depthwise part's output c*dm+k comes from input channel c,
+    so an input channel owns ``depth_multiplier`` consecutive pointwise rows.
+    """
 
     def __init__(self) -> None:
-        super().__init__("filters")
+        super().__init__("filters", kernel="pointwise_kernel")
 
     def prune(self, node, in_keep, out_keep):
         dm = int(node.config.get("depth_multiplier", 1))
@@ -275,6 +281,53 @@ class SeparableConvRule(ProducerRule):
             node.weights[i] = w
         if ok is not None:
             node.config["filters"] = int(ok.sum())
+
+
+class EinsumDenseRule(ProducerRule):
+    """EinsumDense written as a Dense on the last axis ("abc,cd->abd", bias on "d"): new channels.
+
+    Transformer blocks use this form for their feed-forward layers. Any other equation
+    (heads split off, axes moved or contracted elsewhere) freezes: its output channels do
+    not stand one-to-one for kernel columns.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("output_shape", in_axis=0, out_axis=-1)
+
+    @staticmethod
+    def check(node: Any) -> None:
+        equation = str(node.config.get("equation", "")).replace(" ", "")
+        lhs, _, out = equation.partition("->")
+        ins, _, kernel = lhs.partition(",")
+        dense_like = (
+            len(kernel) == 2 and ins[-1:] == kernel[0] and kernel[1] not in ins and out == ins[:-1] + kernel[1]
+        )
+        if not dense_like or node.config.get("bias_axes") not in (None, "", kernel[1:]):
+            raise Freeze(f"EinsumDense {equation!r} is not a dense map of the last axis")
+
+    def out_width(self, node: Any) -> int:
+        shape = node.config["output_shape"]
+        return int(shape[-1] if isinstance(shape, (list, tuple)) else shape)
+
+    def propagate(self, node, in_maps, table):
+        self.check(node)
+        return [table.new_for_layer(node.layer_name, self.out_width(node), node.name)]
+
+    def prune(self, node, in_keep, out_keep):
+        ik, ok = in_keep[0] if in_keep else None, out_keep[0]
+        for i, name in enumerate(weight_names(node)):
+            w = np.asarray(node.weights[i])
+            if name == "kernel":
+                w = _take(_take(w, ik, 0), ok, -1)
+            elif name == "bias":
+                w = _take(w, ok, -1)
+            node.weights[i] = w
+        if ok is not None:
+            shape = node.config["output_shape"]
+            kept = int(ok.sum())
+            node.config["output_shape"] = (
+                type(shape)(list(shape[:-1]) + [kept]) if isinstance(shape, (list, tuple)) else kept
+            )
 
 
 class DepthwiseRule(LayerRule):
@@ -402,6 +455,7 @@ _RULES.update(
         "Normalization": NormalizationRule(),
         "Rescaling": RescalingRule(),
         "Dense": ProducerRule("units", in_axis=0, out_axis=1),
+        "EinsumDense": EinsumDenseRule(),
         "Conv1D": ProducerRule("filters"),
         "Conv2D": ProducerRule("filters"),
         "Conv3D": ProducerRule("filters"),
@@ -423,6 +477,10 @@ _RULES.update(
         "Flatten": ReshapeRule(agnostic=True),
         "Reshape": ReshapeRule(),
         "Lambda": FreezeRule("Lambda layer: its effect on channels is unknown"),
+        "MultiHeadAttention": FreezeRule(
+            "MultiHeadAttention splits channels into heads inside its projections; channels are not followed "
+            "through it"
+        ),
     }
 )
 
@@ -469,6 +527,11 @@ def rule_for(node: Any) -> LayerRule:
 
     if node.layer is not None and not isinstance(node.layer, keras.layers.Layer) and node.class_name != "InputLayer":
         return _op_rule(node)
+    if isinstance(node.layer, keras.Model):
+        return FreezeRule(
+            f"{node.layer_name} is a subclassed model ({node.class_name}): its call() is Python code, so channels "
+            f"through it are not followed"
+        )
     rule = _RULES.get(node.class_name)
     if rule is None:
         return FreezeRule(f"unknown layer class {node.class_name!r}: register a rule with register_layer_rule")

@@ -7,8 +7,10 @@ brand-new model from it. The source model is only read, never mutated.
 
 Reading (`ModelGraph.from_keras`)
   * Supported: Functional models, Sequential models, and any nesting of the two
-    (a sub-model used as a layer, also called several times). Subclassed models are
-    refused with `UnsupportedModelError` (rewrite them as functional models).
+    (a sub-model used as a layer, also called several times). A subclassed model used
+    as a layer stays one opaque node (its channels are not followed; it must be
+    re-creatable from its config); a subclassed model at the top is refused with
+    `UnsupportedModelError` (the pipeline wraps it first, see `models.subclassed`).
   * Nested sub-models are FLATTENED: their layers are inlined into the outer graph so
     that edits (e.g. a channel group) can cross sub-model boundaries. The rebuilt
     model is therefore flat. A layer keeps its own name unless that name is already
@@ -402,6 +404,13 @@ def _accepted_kwargs(node: Node, kwargs: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- reading
+def _readable(model: Any) -> bool:
+    """A sub-model whose graph can be inlined; a subclassed one (its own call()) stays one opaque node."""
+    if isinstance(model, keras.Sequential):
+        return True
+    return isinstance(model, _Functional) and type(model).call is _Functional.call
+
+
 def _graph_model(model: Any, where: str):
     """The Functional graph behind a Functional/Sequential model, or a clear error."""
     if isinstance(model, keras.Sequential):
@@ -480,7 +489,7 @@ class _Reader:
             if knode.is_input:
                 # An input of fn that is not mapped: unused input of a sub-model.
                 continue
-            if isinstance(op, keras.Model):
+            if isinstance(op, keras.Model) and _readable(op):
                 self._inline_submodel(op, knode, scope)
             else:
                 self._add_call(op, knode, scope, sub_name=scope.path.rstrip("/").split("/")[-1])

@@ -55,19 +55,24 @@ def accuracy_standard_error(accuracy: float, n: int) -> float:
 
 
 def paired_difference(reference_correct: Any, candidate_correct: Any) -> PairedDifference:
-    """Paired accuracy drop from per-sample correctness (booleans) of two models on the same samples."""
-    r = np.asarray(reference_correct, dtype=bool).reshape(-1)
-    c = np.asarray(candidate_correct, dtype=bool).reshape(-1)
+    """Paired accuracy drop from per-sample scores of two models on the same samples.
+
+    Scores are correctness (booleans), or per-sample accuracies in [0, 1] for outputs
+    with several positions (per-pixel classes); the drop is the mean per-sample
+    difference and its standard error that of a mean, which for booleans is the
+    discordant-pair formula of the module docstring.
+    """
+    r = np.asarray(reference_correct, dtype=np.float64).reshape(-1)
+    c = np.asarray(candidate_correct, dtype=np.float64).reshape(-1)
     if r.shape != c.shape:
         raise ValueError(f"paired samples differ in number: {r.size} and {c.size}")
     n = int(r.size)
     if n == 0:
         return PairedDifference(float("nan"), float("nan"), 0, 0, 0)
-    n10 = int(np.sum(r & ~c))
-    n01 = int(np.sum(~r & c))
-    drop = (n10 - n01) / n
-    variance = max((n10 + n01) / n - drop * drop, 0.0) / n
-    return PairedDifference(drop, math.sqrt(variance), n, n10, n01)
+    d = r - c
+    drop = float(d.mean())
+    variance = max(float(np.mean(d * d)) - drop * drop, 0.0) / n
+    return PairedDifference(drop, math.sqrt(variance), n, int(np.sum(d > 0)), int(np.sum(d < 0)))
 
 
 def describe_drop(diff: Optional[PairedDifference], budget: float) -> str:

@@ -17,6 +17,8 @@ import keras
 
 from kerascompress.data.bundle import DataBundle
 from kerascompress.errors import KerasCompressError
+from kerascompress.models.kinds import is_tf_keras_model
+from kerascompress.models.subclassed import layer_graph_missing
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Target
 
@@ -164,6 +166,9 @@ class Pass(abc.ABC):
     #: None when `apply` also handles tf_keras (Keras 2) models; otherwise why not. The
     #: driver skips the pass on a tf_keras model with this reason instead of letting it fail.
     tf_keras_unsupported: Optional[str] = "this pass needs a Keras 3 model (it reads the Keras 3 layer graph)"
+    #: True when `apply` reads or edits the model's layer graph (Functional/Sequential). The
+    #: driver skips such a pass on a model without one (a subclassed model) with the reason.
+    needs_layer_graph: bool = True
     #: True when the report should show what the exported file holds after this pass (values
     #: per kernel, zeros): the driver reads them back from the artifact it built, and again
     #: from the final artifact, since a later int8 pass re-quantizes the weights.
@@ -176,6 +181,15 @@ class Pass(abc.ABC):
     @abc.abstractmethod
     def apply(self, state: ModelState, ctx: PassContext) -> PassOutput:
         """Run the pass and return the new state."""
+
+    def unsupported_reason(self, model: Any) -> Optional[str]:
+        """Why this pass cannot run on ``model`` whatever the target (None: it can); the driver skips it then."""
+        if is_tf_keras_model(model):
+            return self.tf_keras_unsupported
+        missing = layer_graph_missing(model) if self.needs_layer_graph else None
+        if missing:
+            return f"needs the layer graph, and {missing}; Quantize, Cluster and Sparsity work without it"
+        return None
 
     def config(self) -> dict[str, Any]:
         """The pass's parameters, for the report."""

@@ -66,6 +66,10 @@ class Quantize(Pass):
     def needs_data(self) -> bool:  # type: ignore[override]
         return self.mode in ("int8", "int16x8", "mixed")
 
+    @property
+    def needs_layer_graph(self) -> bool:  # type: ignore[override]
+        return self.mode == "mixed" or bool(self.float_layers)  # per-layer choices name layers of the graph
+
     def gate(self, target: Target, state: ModelState) -> Gate:
         if not state.precision.is_float32:
             return Gate.refuse(f"the model is already exported as {state.precision.describe()} by an earlier pass")

@@ -35,6 +35,7 @@ class WeightConstraintPass(Pass):
     """
 
     tf_keras_unsupported = None  # tf_keras models go to tfmot (see `apply`)
+    needs_layer_graph = False  # kernels are found by walking layers, also inside a subclassed model
     reports_weight_values = True
     #: Layer class name -> attribute names of the kernels this pass constrains.
     kernel_attrs: dict[str, tuple[str, ...]] = {}

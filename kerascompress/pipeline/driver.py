@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from kerascompress import targets as targets_lib
-from kerascompress.data.bundle import check_inputs, make_bundle
 from kerascompress.data.samples import n_samples, take
 from kerascompress.errors import (
     KerasCompressError,
@@ -25,8 +24,9 @@ from kerascompress.errors import (
 )
 from kerascompress.fileio import write_text_atomic
 from kerascompress.models.copy import copy_model
-from kerascompress.models.io import check_supported, load_model, weights_digest
+from kerascompress.models.io import weights_digest
 from kerascompress.models.kinds import is_tf_keras_model
+from kerascompress.models.preflight import preflight
 from kerascompress.models.tf_keras import NOTES as TF_KERAS_NOTES
 from kerascompress.passes.base import ModelState, Pass, PassContext
 from kerascompress.pipeline.artifacts import Artifact
@@ -71,7 +71,7 @@ def optimize(
 ) -> OptimizeResult:
     """Compress ``model`` for ``target``; see docs/usage.md for the full contract.
 
-    ``model``: a Functional/Sequential keras.Model or a .keras/.h5 path (never modified).
+    ``model``: a keras.Model (Functional, Sequential or subclassed) or a .keras/.h5 path (never modified).
     ``target``: "auto", a profile name, a YAML path or a `Target`.
     ``data``: (x, y) arrays, x alone, a tf.data.Dataset, or a `DataBundle`; used for
     calibration, fine-tuning and choosing between candidates.
@@ -86,15 +86,12 @@ def optimize(
     ``strict``: raise `UnsupportedOnTarget` instead of skipping a pass the target cannot use.
     """
     progress = _printer(verbose)
-    original = load_model(model)
-    check_supported(original)
-    digest = weights_digest(original)
     tgt = targets_lib.resolve(target)
     constraints = constraints or Constraints()
     pass_list = load_recipe(recipe)
-    bundle = make_bundle(data, validation_data, seed=seed) if data is not None or validation_data is not None else None
-    if bundle is not None:
-        check_inputs(bundle.x_eval, [tuple(t.shape) for t in original.inputs])
+    checked = preflight(model, data, validation_data, output_dir=output_dir, seed=seed)  # bad input fails here
+    original, bundle = checked.model, checked.data
+    digest = weights_digest(original)
 
     progress(f"target {tgt.name} ({tgt.runtime}, {tgt.device}, {tgt.arch}); recipe: {[p.name for p in pass_list]}")
     measurer = Measurer(original, tgt, bundle, eval_samples, latency_runs, progress, seed)
@@ -113,6 +110,7 @@ def optimize(
         constraints=dataclasses.asdict(constraints),
         baseline=baseline,
     )
+    report.notes.extend(checked.notes)
     if bundle is None:
         report.notes.append(
             "no data given: fidelity is measured on random inputs and passes that need data (int8 calibration, "
@@ -189,10 +187,11 @@ def _run_pass(
 ) -> _Outcome:
     start = time.monotonic()
     record = StepRecord(name=p.name, config=_jsonable_config(p), status="skipped", before=before)
-    if p.tf_keras_unsupported and is_tf_keras_model(state.model):
+    unsupported = p.unsupported_reason(state.model)  # e.g. a graph pass on a subclassed or tf_keras model
+    if unsupported:
         if strict:
-            raise UnsupportedModelError(f"{p.name}: {p.tf_keras_unsupported}")
-        record.benefit, record.reason = "none", p.tf_keras_unsupported
+            raise UnsupportedModelError(f"{p.name}: {unsupported}")
+        record.benefit, record.reason = "none", unsupported
         return _Outcome(record)
     gate = p.gate(ctx.target, state)
     record.benefit = gate.benefit

@@ -68,7 +68,8 @@ class Measurer:
         correct = correct_per_sample(outputs, self.y_eval, self.reference)
         if baseline:
             self.baseline_correct, self.baseline_artifact = correct, artifact
-        diff = paired_difference(self.baseline_correct, correct) if self.baseline_correct is not None else None
+        paired = self.baseline_correct is not None and correct is not None
+        diff = paired_difference(self.baseline_correct, correct) if paired else None
         score = fid.accuracy if fid.accuracy is not None else fid.top1_agreement
         return Metrics(
             params=params,
@@ -79,9 +80,10 @@ class Measurer:
             accuracy=None if fid.accuracy is None else float(fid.accuracy),
             top1_agreement=None if fid.top1_agreement is None else float(fid.top1_agreement),
             max_abs_error=float(fid.max_abs_error),
+            relative_mse=fid.relative_mse,
             runtime="litert" if artifact.kind == "tflite" else "onnxruntime (numerics of the TensorRT ONNX)",
             samples=int(fid.n),
-            accuracy_se=accuracy_standard_error(score, fid.n),
+            accuracy_se=None if score is None else accuracy_standard_error(score, fid.n),
             accuracy_drop=None if diff is None else diff.drop,
             accuracy_drop_se=None if diff is None else diff.standard_error,
         )

@@ -30,6 +30,7 @@ class Metrics:
     accuracy: Optional[float] = None  # on the validation data (labelled)
     top1_agreement: Optional[float] = None  # with the original Keras model
     max_abs_error: Optional[float] = None  # against the original Keras model's outputs
+    relative_mse: Optional[float] = None  # outputs that are not class scores: error / variance vs the original
     runtime: str = ""
     samples: Optional[int] = None  # validation samples the accuracy was measured on
     accuracy_se: Optional[float] = None  # binomial standard error of `accuracy`
@@ -96,8 +97,8 @@ class Report:
         t = self.target
         lines.append(f"Target: **{t.get('name')}** ({t.get('runtime')}, {t.get('device')}, {t.get('arch')})")
         lines.append("")
-        lines.append("| step | status | precision | params | MACs | bytes | gzip | latency ms | latency ratio | accuracy | top-1 agree | why |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| step | status | precision | params | MACs | bytes | gzip | latency ms | latency ratio | accuracy | top-1 agree | rel. MSE | why |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         if self.baseline is not None:
             lines.append(_row("baseline (float32)", "", self.baseline, None, ""))
         for s in self.steps:
@@ -154,7 +155,7 @@ def _fmt(v: Any, spec: str = "") -> str:
 
 def _row(name: str, status: str, m: Optional[Metrics], ratio: Optional[float], why: str) -> str:
     if m is None:
-        cells = ["-"] * 9
+        cells = ["-"] * 10
     else:
         cells = [
             m.precision,
@@ -166,6 +167,7 @@ def _row(name: str, status: str, m: Optional[Metrics], ratio: Optional[float], w
             _fmt(ratio, ".2f") + ("x" if ratio is not None else ""),
             _fmt(m.accuracy, ".4f"),
             _fmt(m.top1_agreement, ".4f"),
+            _fmt(m.relative_mse, ".3g"),
         ]
     return "| " + " | ".join([name, status] + cells + [why.replace("|", "/")]) + " |"
 

@@ -13,8 +13,10 @@ import os
 from typing import Any, Optional, Union
 
 from kerascompress.data.samples import take
-from kerascompress.errors import DataError, UnsupportedModelError
+from kerascompress.data.checks import check_input_values
+from kerascompress.errors import DataError
 from kerascompress.metrics.fidelity import Fidelity, compare_outputs
+from kerascompress.models.io import load_model
 from kerascompress.runtime.formats import artifact_format, open_artifact
 from kerascompress.runtime.litert import LiteRTModel
 from kerascompress.runtime.stats import LatencyStats
@@ -64,12 +66,7 @@ def _reference_model(reference: Any) -> Any:
     if reference is None or hasattr(reference, "predict"):
         return reference
     if isinstance(reference, (str, os.PathLike)):
-        import keras
-
-        try:
-            return keras.models.load_model(reference)
-        except Exception as exc:
-            raise UnsupportedModelError(f"could not load the reference Keras model {str(reference)!r}: {exc}") from exc
+        return load_model(reference)  # the same checks and messages as optimize (safe_mode kept)
     raise DataError(f"`reference` must be a Keras model or a path to one, got {type(reference).__name__}")
 
 
@@ -103,6 +100,8 @@ def validate(
 
     fidelity = None
     x, y = _split_data(data) if data is not None else (None, None)
+    if x is not None:
+        check_input_values(x)  # NaN/Inf, strings, lengths: named here, not as a runtime error
     if model is not None and x is not None:
         candidate = runner.predict(x, batch_size=batch_size) if batch_size else runner.predict(x)
         ref = model.predict(x, verbose=0, batch_size=batch_size or 256)

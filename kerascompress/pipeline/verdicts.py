@@ -13,6 +13,8 @@ def verdict(
     before: Metrics, after: Metrics, baseline: Metrics, ratio: Optional[float], gate: Gate, constraints: Constraints
 ) -> Optional[str]:
     """Why a pass must be rolled back, or None when it may stay."""
+    if why := output_error_verdict(after, constraints):
+        return why
     budget = constraints.max_accuracy_drop
     if baseline.accuracy is not None and after.accuracy is not None:
         drop = baseline.accuracy - after.accuracy
@@ -64,6 +66,7 @@ def constraints_met(final: Metrics, baseline: Metrics, c: Constraints) -> dict[s
         met["max_accuracy_drop"] = baseline.accuracy - final.accuracy <= c.max_accuracy_drop + 1e-12
     elif final.top1_agreement is not None:
         met["max_accuracy_drop"] = 1 - final.top1_agreement <= c.max_accuracy_drop + 1e-12
+    met.update(output_error_met(final, c))
     size = c.size_budget_bytes(baseline.size_bytes)
     if size is not None and final.size_bytes is not None:
         met["size"] = final.size_bytes <= size
@@ -73,3 +76,26 @@ def constraints_met(final: Metrics, baseline: Metrics, c: Constraints) -> dict[s
     if c.max_macs is not None and final.macs is not None:
         met["max_macs"] = final.macs <= c.max_macs
     return met
+
+
+def output_error_verdict(after: Metrics, constraints: Constraints) -> Optional[str]:
+    """Why a pass must be rolled back for the error of outputs that are not class scores, or None.
+
+    Regression heads and other value outputs have no accuracy or top-1 agreement; their
+    relative MSE against the original model is held to the accuracy budget instead:
+    max_accuracy_drop=0.01 allows an error whose energy is 1% of the outputs' variance.
+    """
+    budget = constraints.max_accuracy_drop
+    if after.relative_mse is None or after.relative_mse <= budget:
+        return None
+    return (
+        f"output error against the original rose to a relative MSE of {after.relative_mse:.4g} (outputs that are "
+        f"not class scores are judged by it; budget: {budget:.4g} of the outputs' variance)"
+    )
+
+
+def output_error_met(final: Metrics, c: Constraints) -> dict[str, bool]:
+    """The accuracy budget, read as an output-error budget for value outputs (see `output_error_verdict`)."""
+    if final.relative_mse is None or final.accuracy is not None:
+        return {}
+    return {"max_accuracy_drop": final.relative_mse <= c.max_accuracy_drop}
