@@ -49,9 +49,13 @@ def test_interleaving_is_round_robin():
         def latency(self, runs=50, warmup=5, x=None):
             raise AssertionError("compare_latency times runners itself")
 
-    stats = compare_latency({"a": Fake("a"), "b": Fake("b"), "c": Fake("c")}, runs=3, warmup=0)
+    stats = compare_latency({"a": Fake("a"), "b": Fake("b"), "c": Fake("c")}, runs=3, warmup=0, block=1)
     assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert stats["b"].median_ms == 1.0
+    calls.clear()  # blocks: each variant warms up once, then runs `block` times in a row; the last block is shorter
+    stats = compare_latency({"a": Fake("a"), "b": Fake("b")}, runs=3, warmup=0, block=2)
+    assert calls == ["a", "a", "a", "b", "b", "b", "b", "b", "a", "a"]
+    assert stats["a"].runs == 3 and stats["b"].runs == 3
 
 
 def test_onnx_and_tflite_are_timed_interleaved_together(tmp_path):
