@@ -197,16 +197,18 @@ def _one(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray]) -> Fid
     return Fidelity(float(diff.max()), float(diff.mean()), float(np.mean(rc == cc)), acc, n, ref_acc)
 
 
-def correct_per_sample(outputs: Any, labels: Any, reference: Any) -> Optional[np.ndarray]:
+def correct_per_sample(outputs: Any, labels: Any, reference: Any = None) -> Optional[np.ndarray]:
     """Per sample, the share of its positions classified right (first output), or None for value outputs.
 
     Right means the label's class, or without labels the ``reference`` output's class
     (top-1 agreement), so two candidates can be compared paired on the same samples.
     A classifier gives 0 or 1 per sample; a per-pixel classifier the share of its pixels.
     """
+    if labels is None and reference is None:
+        raise DataError("per-sample correctness needs labels or reference outputs")
     out = np.asarray(as_list(outputs)[0], np.float64)
-    ref = np.asarray(as_list(reference)[0], np.float64)
-    first = labels_per_output(labels, len(as_list(reference)))[0] if labels is not None else None
+    ref = np.asarray(as_list(outputs if reference is None else reference)[0], np.float64)
+    first = labels_per_output(labels, len(as_list(outputs)))[0] if labels is not None else None
     if output_kind(ref, first) == VALUES:
         return None
     threshold = 0.5 if _is_probability(ref) else 0.0

@@ -71,7 +71,12 @@ class ChannelSearch(Pass):
     each. ``checkpoint_step``: each walk checkpoint costs at most this fraction of the
     previous one; ``walk_epochs``: distillation at each checkpoint (a fraction of an
     epoch); ``walk_slack``: how far (accuracy, absolute) beyond the budget a briefly
-    distilled checkpoint may be and the walk still go on. ``final_epochs``: the ceiling
+    distilled checkpoint may be and the walk still go on: brief distillation shows how
+    fast a configuration recovers, not where it ends (on the residual CNN of
+    benchmarks/bench_search.py a checkpoint 2.7 points down after its brief
+    distillation ended 0.4 points *above* the baseline after the long one), so the
+    default lets the walk go 5 points past the budget and leaves the verdict to the
+    long distillation, stepping back when it misses. ``final_epochs``: the ceiling
     of the last distillation, which stops after ``patience`` epochs without improvement
     on ``monitor_samples`` held-out training samples. ``learning_rate``, ``batch_size``,
     ``alpha`` (task-loss weight), ``temperature``: the distillation. ``uniform``: walk
@@ -94,7 +99,7 @@ class ChannelSearch(Pass):
         latency_runs: int = 40,
         checkpoint_step: float = 0.8,
         walk_epochs: float = 0.25,
-        walk_slack: float = 0.02,
+        walk_slack: float = 0.05,
         final_epochs: int = 4,
         patience: int = 2,
         monitor_samples: int = 2000,
