@@ -10,7 +10,7 @@ from __future__ import annotations
 
 #: Layers from the bottom up: (layer name, the packages or top-level modules in it).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("errors", "fileio", "paths", "_layers")),
+    ("foundation", ("errors", "fileio", "paths", "console", "_layers")),
     ("base", ("targets", "data")),
     ("runtime", ("runtime", "metrics")),
     ("graph", ("graph",)),

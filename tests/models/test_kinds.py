@@ -5,7 +5,7 @@ import sys
 
 import keras
 
-from kerascompress.models.kinds import is_graph_model, is_tf_keras_model
+from kerascompress.models.kinds import has_layer_graph, is_tf_keras_model
 
 
 def test_keras3_models_are_not_taken_for_tf_keras(digits_cnn) -> None:
@@ -22,11 +22,11 @@ def test_a_class_from_tf_keras_is_recognised_by_its_module_without_importing_it(
 
 def test_functional_and_sequential_are_graph_models_subclassed_are_not() -> None:
     inp = keras.Input((3,))
-    assert is_graph_model(keras.Model(inp, keras.layers.Dense(2)(inp)))
-    assert is_graph_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    assert has_layer_graph(keras.Model(inp, keras.layers.Dense(2)(inp)))
+    assert has_layer_graph(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
 
     class Net(keras.Model):
         def call(self, x):
             return x
 
-    assert not is_graph_model(Net())
+    assert not has_layer_graph(Net())

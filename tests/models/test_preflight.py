@@ -245,7 +245,7 @@ CASES = [
     Case("data_one_sample", lambda t: _opt(data=(images(1), labels(1))), DataError, "has 1 samples"),
     Case("data_empty_held_out_split",
          lambda t: _opt(data={"train": (images(), labels()), "eval": (images(0), labels(0))}),
-         DataError, "held-out part of `data` is empty"),
+         DataError, "`validation_data` is empty"),
     Case("data_input_lengths_differ", lambda t: _opt(two_input_model(), ([images(64), RNG.random((60, 5))], None)),
          DataError, r"different numbers of samples \[64, 60\]"),
     # labels

@@ -245,7 +245,7 @@ def test_profile_writes_a_table_that_optimize_reads_for_a_far_target(digits_cnn,
     x, y, xt, yt = digits_data
     result = kc.optimize(
         digits_cnn, target="arm64-cortex-a72", data=(x, y), validation_data=(xt, yt), output_dir=tmp_path / "out",
-        recipe=[Quantize("int8"), ChannelSearch(rank_epochs=0.1, final_epochs=1, max_candidates=2)],
+        recipe=[Quantize("int8"), ChannelSearch(walk_epochs=0.1, final_epochs=1)],
         latency_table=path, verbose=False,
     )
     cm = result.report.step("channel_search").details["cost_model"]
@@ -259,7 +259,7 @@ def test_a_table_for_another_model_is_refused(digits_cnn, digits_data, tmp_path)
     profile_latency(other, target="auto", path=path, runs=3, progress=lambda m: None)
     x, y, xt, yt = digits_data
     result = kc.optimize(digits_cnn, target="arm64-cortex-a72", data=(x, y), validation_data=(xt, yt),
-                         recipe=[ChannelSearch(max_candidates=1)], latency_table=path, output_dir=tmp_path / "o",
+                         recipe=[ChannelSearch(walk_epochs=0.1, final_epochs=1)], latency_table=path, output_dir=tmp_path / "o",
                          verbose=False)
     step = result.report.step("channel_search")
     assert step.status == "failed" and "different model" in step.reason
