@@ -243,6 +243,7 @@ class _Search:
                 max_samples=max_samples, progress=lambda m: None, seed=ctx.seed,
                 monitor=self.monitor if phase == "final" else None, patience=p.patience,
                 schedule="cosine" if phase == "final" else "constant", history=history,
+                **ctx.fine_tuning(model, f"{phase}-{index}"),
             )
             epochs_run = [h for h in history if h.get("epoch", 0) > 0]
             trained = sum(h["seconds"] for h in epochs_run)
