@@ -35,7 +35,7 @@ def test_built_in_passes_load_by_name():
 
     assert passes.get("Quantize") is Quantize and passes.Quantize is Quantize
     assert set(passes.BUILTIN) <= set(passes.available())
-    with pytest.raises(ConfigError, match="unknown pass 'Frobnicate'; known passes: ChannelPruning, Cluster"):
+    with pytest.raises(ConfigError, match="unknown pass 'Frobnicate'; known passes: ChannelPruning, ChannelSearch, Cluster"):
         passes.get("Frobnicate")
 
 
