@@ -76,22 +76,27 @@ class Checkpointer:
         return tf.train.latest_checkpoint(self.directory)
 
     def restore(self) -> Optional[tuple[Position, list[dict]]]:
-        """Load the newest checkpoint into the variables: (position, history so far); None when there is none."""
+        """Load the newest checkpoint into the variables: (position, history so far); None when there is none.
+
+        The fingerprint is compared first, so a different run is named as such rather
+        than failing on the first variable whose shape differs.
+        """
+        import tensorflow as tf
+
         path = self.latest()
         if path is None:
             return None
+        saved = tf.train.load_checkpoint(path).get_tensor("fingerprint/.ATTRIBUTES/VARIABLE_VALUE").decode()
+        if saved != self._fingerprint:
+            raise ResumeError(f"cannot resume from {path}: it was written with different settings "
+                              f"({_differences(saved, self._fingerprint)}); resume with the settings of the "
+                              f"interrupted run, or remove {self.directory} to start afresh")
         try:
             self._checkpoint.restore(path).assert_existing_objects_matched()
         except (AssertionError, ValueError) as exc:
             raise ResumeError(f"cannot resume from {path}: it holds a different model or optimizer ({exc}); "
                               f"resume with the model and settings of the interrupted run, or remove "
                               f"{self.directory} to start afresh") from exc
-        saved = self._saved_fingerprint.numpy().decode()
-        if saved != self._fingerprint:
-            self._saved_fingerprint.assign(self._fingerprint)
-            raise ResumeError(f"cannot resume from {path}: it was written with different settings "
-                              f"({_differences(saved, self._fingerprint)}); resume with the settings of the "
-                              f"interrupted run, or remove {self.directory} to start afresh")
         position = Position(*(int(v.numpy()) for v in self._position.values()),
                             *(float(v.numpy()) for v in self._sums.values()))
         return position, json.loads(self._history.numpy().decode())

@@ -315,8 +315,12 @@ def _validation(validation_data: Any, model: keras.Model, seed: int, samples: in
 
 
 def model_signature(model: keras.Model) -> str:
-    """A short digest of the model's weights (names and shapes): which model a checkpoint belongs to."""
-    text = ";".join(f"{v.path}:{tuple(v.shape)}" for v in model.weights)
+    """A short digest of the model's weights (shapes and types, in order): which model a checkpoint belongs to.
+
+    Names are left out: Keras numbers auto-named layers per process, so the same model
+    built in a resumed process may carry other names.
+    """
+    text = ";".join(f"{tuple(v.shape)}:{v.dtype}" for v in model.weights)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
