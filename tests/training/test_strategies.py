@@ -108,6 +108,20 @@ def test_a_streamed_dataset_matches_too(data, mirrored):
 
 
 @pytest.mark.needs_cpus(2)
+def test_the_monitor_and_validation_decide_alike_under_two_replicas(data, mirrored):
+    x, y, xv, yv = data
+    model = small_cnn()
+    histories = []
+    for strategy in (None, mirrored):
+        histories.append([])
+        finetune(model, (x, y), epochs=3, learning_rate=1e-3, strategy=strategy, monitor=(xv[:200], yv[:200]),
+                 validation_data=(xv[200:], yv[200:]), progress=False, history=histories[-1])
+    for key in ("monitor", "val_loss", "val_accuracy"):
+        one, two = ([h.get(key) for h in run if key in h] for run in histories)
+        assert len(one) == len(two) >= 3 and np.allclose(one, two, atol=1e-5), key
+
+
+@pytest.mark.needs_cpus(2)
 def test_dropout_model_trains_under_two_replicas(data, mirrored):
     trained = _train(small_cnn(dropout=0.3), data, mirrored, epochs=1)
     assert all(np.isfinite(w).all() for w in trained.get_weights())
