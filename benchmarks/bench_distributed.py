@@ -126,7 +126,8 @@ def multiworker(tmp: Path) -> dict:
     started = time.perf_counter()
     procs = []
     for index in range(2):
-        tf_config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        tf_config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
         procs.append(subprocess.Popen([sys.executable, str(SCRIPTS / "mwms_worker.py"), str(tmp), "2"],
                                       env=child_env({"TF_CONFIG": json.dumps(tf_config)}), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
@@ -236,7 +237,8 @@ def markdown(r: dict) -> str:
         ]
     lines += ["", "## Peak RSS: streaming vs loading the data", "",
               "Fresh process per row; examples of 4 KiB made on the fly; a Dense(1024-16-10) model, batches of 256.",
-              "", "| data | examples | data (MiB) | RSS before training (MiB) | peak RSS while training (MiB) | seconds |",
+              "", "| data | examples | data (MiB) | RSS before training (MiB) | peak RSS while training (MiB) "
+              "| seconds |",
               "|---|---|---|---|---|---|"]
     for key, v in mem.items():
         if "error" in v:

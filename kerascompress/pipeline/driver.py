@@ -100,8 +100,9 @@ def optimize(
     constraints = constraints or Constraints()
     pass_list = load_recipe(recipe)
     precision.resolve(mixed_precision, strategies.resolve(strategy))  # refuse a bad strategy or policy up front
-    checkpoints = RunCheckpoints(output_dir, resume, {"recipe": [repr(p) for p in pass_list], "seed": seed,
-                                                      "target": tgt.name, "constraints": dataclasses.asdict(constraints)})
+    run = {"recipe": [repr(p) for p in pass_list], "seed": seed, "target": tgt.name,
+           "constraints": dataclasses.asdict(constraints)}
+    checkpoints = RunCheckpoints(output_dir, resume, run)
     input_shapes = [tuple(t.shape) for t in original.inputs]
     bundle = (make_bundle(data, validation_data, seed=seed, input_shapes=input_shapes)
               if data is not None or validation_data is not None else None)

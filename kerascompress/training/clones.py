@@ -18,7 +18,7 @@ strategy, holding the trained weights.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import keras
 import numpy as np

@@ -6,7 +6,6 @@ failed pass and the run would go on). Bitwise equality is expected for the reaso
 in tests/training/test_checkpoint.py: same graph, same batches, same restored state.
 """
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
