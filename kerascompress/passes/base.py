@@ -112,9 +112,11 @@ class PassContext:
     strategy: Any = None
     callbacks: Sequence[Any] = ()
     mixed_precision: Optional[str] = None
-    #: This step's checkpoint folder (None: no checkpoints), and whether to continue from it.
+    #: This step's checkpoint folder (None: no checkpoints), whether to continue from it, and
+    #: how many steps apart checkpoints are written besides every epoch end.
     checkpoint_dir: Optional[Path] = None
     resume: bool = False
+    checkpoint_every: Optional[int] = None
 
     def fine_tuning(self, model: Any, name: str = "finetune", **overrides: Any) -> dict[str, Any]:
         """`finetune`'s settings for one fine-tuning of ``model`` in this pass: how it runs, where it checkpoints.
@@ -129,6 +131,7 @@ class PassContext:
         if self.checkpoint_dir is not None:
             settings["checkpoint_dir"] = Path(self.checkpoint_dir) / f"{name}-{model_signature(model)}"
             settings["resume"] = self.resume
+            settings["checkpoint_every"] = self.checkpoint_every
         settings.update(overrides)
         return settings
 

@@ -70,6 +70,7 @@ def optimize(
     resume: bool = False,
     callbacks: Optional[Sequence[Any]] = None,
     mixed_precision: Optional[str] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> OptimizeResult:
     """Compress ``model`` for ``target``; see docs/usage.md for the full contract.
 
@@ -90,7 +91,8 @@ def optimize(
     fine-tuning runs under (default: one device); ``callbacks`` are Keras callbacks every
     fine-tuning calls; ``mixed_precision`` is None, "mixed_bfloat16" or "mixed_float16"
     (GPU). With ``output_dir`` fine-tunings checkpoint into ``output_dir/checkpoints/``
-    (removed when the run completes) and ``resume=True`` continues an interrupted run.
+    at every epoch end and every ``checkpoint_every`` steps (removed when the run
+    completes), and ``resume=True`` continues an interrupted run.
     """
     progress = _printer(verbose)
     original = load_model(model)
@@ -149,7 +151,7 @@ def optimize(
 
     ctx = measurer.context(data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints,
                            latency_table=latency_table, strategy=strategy, callbacks=list(callbacks or []),
-                           mixed_precision=mixed_precision, resume=resume)
+                           mixed_precision=mixed_precision, resume=resume, checkpoint_every=checkpoint_every)
     current, current_artifact, current_metrics = state, baseline_artifact, baseline
     for i, p in enumerate(pass_list):
         step_ctx = dataclasses.replace(ctx, checkpoint_dir=checkpoints.step_dir(i, p.name))

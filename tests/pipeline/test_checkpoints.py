@@ -35,11 +35,11 @@ def _optimize(model, split, out, **kwargs):
 def test_an_interrupted_run_resumes_to_the_same_model(digits_cnn, digits_split, tmp_path):
     reference = _optimize(digits_cnn, digits_split, tmp_path / "reference")
     assert reference.report.steps[0].status == "applied"
-    with pytest.raises(KeyboardInterrupt):
-        _optimize(digits_cnn, digits_split, tmp_path / "run", callbacks=[InterruptAt(20)])  # epoch 2 of 14 steps
-    saved = list((tmp_path / "run" / "checkpoints").glob("00-channel_pruning/finetune-*/checkpoint"))
+    with pytest.raises(KeyboardInterrupt):  # in epoch 2 of 14 steps, 2 steps after a checkpoint
+        _optimize(digits_cnn, digits_split, tmp_path / "run", callbacks=[InterruptAt(20)], checkpoint_every=9)
+    saved = list((tmp_path / "run" / "checkpoints").glob("00-channel_pruning/finetune-*/ckpt-18.index"))
     assert len(saved) == 1
-    resumed = _optimize(digits_cnn, digits_split, tmp_path / "run", resume=True)
+    resumed = _optimize(digits_cnn, digits_split, tmp_path / "run", resume=True, checkpoint_every=9)
     assert max_abs_diff(reference.model.get_weights(), resumed.model.get_weights()) == 0.0
     assert not (tmp_path / "run" / "checkpoints").exists()  # a completed run keeps no checkpoints
     with pytest.raises(ResumeError, match="holds no checkpoints to resume"):
