@@ -108,6 +108,8 @@ def finetune(
     The returned model carries ``.history`` (a keras History of this call's epochs).
     """
     _check_arguments(epochs, learning_rate, temperature, alpha, schedule, patience)
+    if resume and checkpoint_dir is None:
+        raise ResumeError("resume=True needs checkpoint_dir: the folder the interrupted run wrote its checkpoints to")
     strategy = strategies.resolve(strategy)
     policy = precision.resolve(mixed_precision, strategy)
     replicas = strategy.num_replicas_in_sync
@@ -146,8 +148,6 @@ def finetune(
 
     position, records = Position(), []
     checkpointer = None
-    if resume and checkpoint_dir is None:
-        raise ResumeError("resume=True needs checkpoint_dir: the folder the interrupted run wrote its checkpoints to")
     if checkpoint_dir is not None:
         fingerprint = {"seed": seed, "batch_size": batch_size, "max_samples": max_samples,
                        "max_steps_per_epoch": max_steps_per_epoch, "epochs": epochs, "learning_rate": learning_rate,
