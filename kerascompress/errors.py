@@ -25,5 +25,13 @@ class ConfigError(KerasCompressError):
     """A target profile, recipe or constraint is unknown or malformed."""
 
 
+class StrategyError(ConfigError):
+    """The ``strategy`` is not a tf.distribute.Strategy, or cannot run what was asked of it."""
+
+
+class ResumeError(ConfigError):
+    """Resuming is impossible: no checkpoint to resume, or one written by a different run."""
+
+
 class ExportError(KerasCompressError):
     """Conversion to TFLite / ONNX / TensorRT failed, or the artifact does not match Keras."""

@@ -1,19 +1,80 @@
-"""Shared test fixtures: quiet TensorFlow, deterministic seeds, small trained models (built once per session)."""
+"""Shared test fixtures: quiet TensorFlow, deterministic seeds, small trained models (built once per session).
+
+The host CPU is split into two logical devices here, at conftest import, before any
+TensorFlow op runs (TensorFlow fixes its devices when its runtime first initialises):
+MirroredStrategy then has two real replicas without GPUs. Single-device code is
+unaffected: the default strategy still places everything on /cpu:0. If something
+initialised TensorFlow earlier (a plugin), tests marked ``needs_cpus(n)`` re-run
+themselves in a fresh ``python -m pytest <node id>``, where this file splits the CPU first.
+"""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
+
+LOGICAL_CPUS = 2
+_IN_CHILD = "KERASCOMPRESS_TEST_CHILD"
+
+
+def _split_cpu(n: int) -> int:
+    """Try to expose ``n`` logical CPUs; return how many this process has."""
+    try:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:  # the runtime is already initialised: keep what it has
+        pass
+    return len(tf.config.list_logical_devices("CPU"))
+
+
+AVAILABLE_CPUS = _split_cpu(LOGICAL_CPUS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_cpus(n): needs n logical CPU devices (re-runs in a subprocess if absent)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    marker = pyfuncitem.get_closest_marker("needs_cpus")
+    if marker is None or AVAILABLE_CPUS >= marker.args[0]:
+        return None
+    if os.environ.get(_IN_CHILD):
+        pytest.fail(f"needs {marker.args[0]} logical CPUs but this fresh process has {AVAILABLE_CPUS}")
+    env = dict(os.environ, **{_IN_CHILD: "1"})
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "",
+                           pyfuncitem.nodeid], cwd=str(pyfuncitem.config.rootpath), env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"subprocess run of {pyfuncitem.nodeid} failed:\n{proc.stdout[-4000:]}", pytrace=False)
+    return True
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+    """The process's two-replica MirroredStrategy over the logical CPUs (None where absent: the test re-runs).
+
+    One instance per process: a second MirroredStrategy reuses collective keys the
+    runtime has bound to other shapes ("Shape mismatch in the collective instance").
+    """
+    if AVAILABLE_CPUS < LOGICAL_CPUS:
+        return None
+    from kerascompress.training.strategies import mirrored as shared
+
+    return shared([f"/cpu:{i}" for i in range(LOGICAL_CPUS)])
 
 
 @pytest.fixture(scope="session")

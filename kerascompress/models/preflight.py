@@ -51,7 +51,8 @@ def preflight(
     check_supported(original)
     check_weights_finite(original)
     given = data is not None or validation_data is not None
-    bundle = make_bundle(data, validation_data, seed=seed) if given else None
+    shapes = [tuple(t.shape) for t in getattr(original, "inputs", None) or []] or None
+    bundle = make_bundle(data, validation_data, seed=seed, input_shapes=shapes) if given else None
     notes: list[str] = []
     if is_subclassed(original):
         original = _wrapped(original, None if bundle is None else take(bundle.x_eval, 1))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, Mapping, Optional, Protocol
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import keras
 
@@ -21,6 +22,7 @@ from kerascompress.models.kinds import is_tf_keras_model
 from kerascompress.models.subclassed import layer_graph_missing
 from kerascompress.quant.plan import PrecisionPlan
 from kerascompress.targets.target import Target
+from kerascompress.training.finetune import model_signature
 
 #: What a pass is expected to buy on a target. "compressed-size": only the gzip/zip size
 #: of the artifact falls (clustering, sparsity on a dense runtime); the raw file does not.
@@ -109,6 +111,33 @@ class PassContext:
     baseline: Any = None
     #: True when this host can stand in for the target, so `time` returns real timings.
     measures_latency: bool = False
+    #: How fine-tuning runs (`kc.optimize`'s ``strategy``, ``callbacks``, ``mixed_precision``):
+    #: passes hand these to `finetune` through `fine_tuning`.
+    strategy: Any = None
+    callbacks: Sequence[Any] = ()
+    mixed_precision: Optional[str] = None
+    #: This step's checkpoint folder (None: no checkpoints), whether to continue from it, and
+    #: how many steps apart checkpoints are written besides every epoch end.
+    checkpoint_dir: Optional[Path] = None
+    resume: bool = False
+    checkpoint_every: Optional[int] = None
+
+    def fine_tuning(self, model: Any, name: str = "finetune", **overrides: Any) -> dict[str, Any]:
+        """`finetune`'s settings for one fine-tuning of ``model`` in this pass: how it runs, where it checkpoints.
+
+        Each fine-tuning checkpoints into its own folder, named by ``name`` and by the
+        model's architecture, so a resumed run continues only fine-tunings of the same
+        model (a search that picks another candidate after a restart trains it afresh).
+        ``overrides`` replace settings (e.g. ``mixed_precision=None`` where float32 is needed).
+        """
+        settings: dict[str, Any] = {"strategy": self.strategy, "callbacks": list(self.callbacks),
+                                    "mixed_precision": self.mixed_precision}
+        if self.checkpoint_dir is not None:
+            settings["checkpoint_dir"] = Path(self.checkpoint_dir) / f"{name}-{model_signature(model)}"
+            settings["resume"] = self.resume
+            settings["checkpoint_every"] = self.checkpoint_every
+        settings.update(overrides)
+        return settings
 
     def build(self, state: "ModelState") -> BuiltArtifact:
         """The artifact the target would run for ``state`` (at its precision plan)."""

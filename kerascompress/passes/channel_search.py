@@ -266,7 +266,7 @@ class _Search:
     def _time_left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _distil(self, model: keras.Model, epochs: float, final: bool) -> tuple[keras.Model, list[dict]]:
+    def _distil(self, model: keras.Model, epochs: float, final: bool, label: str) -> tuple[keras.Model, list[dict]]:
         p, ctx = self.p, self.ctx
         history: list[dict] = []
         n_fit = n_samples(self.x_fit)
@@ -278,6 +278,7 @@ class _Search:
             max_samples=max_samples, progress=lambda m: None, seed=ctx.seed,
             monitor=self.monitor if final else None, patience=p.patience,
             schedule="cosine" if final else "constant", history=history,
+            **ctx.fine_tuning(model, label),
         )
         epochs_run = [h for h in history if h.get("epoch", 0) > 0]
         if epochs_run:
@@ -357,7 +358,7 @@ class _Search:
             point = path[index]
             student = narrow(student, self.groups, self.scores, current, point.widths, self.state.model.name)
             current = dict(point.widths)
-            student, history = self._distil(student, p.walk_epochs, final=False)
+            student, history = self._distil(student, p.walk_epochs, final=False, label=f"walk-{index}")
             cand = self._judge(index, point, student, "walk", started, history)
             self.kept[index] = (cand, student)
             walked.append(index)
@@ -391,7 +392,7 @@ class _Search:
             epochs = self.p.final_epochs
             if self.epoch_seconds is not None:
                 epochs = max(1, min(epochs, int(self._time_left() // max(self.epoch_seconds, 1e-9))))
-            model, history = self._distil(student, epochs, final=True)
+            model, history = self._distil(student, epochs, final=True, label=f"final-{index}")
             cand = self._judge(index, path[index], model, "final", started, history)
             if cand["verdict"] == "within budget":
                 cand["chosen"] = True

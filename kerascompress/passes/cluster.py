@@ -245,7 +245,7 @@ class Cluster(WeightConstraintPass):
             var.assign(clustered)
             constraints.append(ClusterConstraint(var, centroids, segments, frozen))
             layers_out[key] = {"clustered": True, "shape": list(value.shape), "unique_before": before}
-        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, self)
+        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, self, ctx.fine_tuning(model))
         for layer, attr, var in kernels:
             key = f"{layer.name}.{attr}"
             if layers_out[key].get("clustered"):

@@ -410,7 +410,8 @@ class _Run:
             return model, {"status": "skipped", "reason": "no training data"}
         teacher = self.ctx.teacher if self.p.distill else None
         tuned = finetune(model, data, epochs=self.p.finetune_epochs, teacher=teacher,
-                         learning_rate=self.p.finetune_learning_rate, progress=self.ctx.progress, seed=self.ctx.seed)
+                         learning_rate=self.p.finetune_learning_rate, progress=self.ctx.progress, seed=self.ctx.seed,
+                         **self.ctx.fine_tuning(model))
         drop = self.base_score - _score(self.reference, _predict(tuned, self.x_eval), self.y_eval)
         info = {"status": "done", "epochs": self.p.finetune_epochs, "distilled": teacher is not None,
                 "accuracy_drop_after": round(float(drop), 6)}

@@ -181,8 +181,8 @@ class ChannelPruning(Pass):
         prune_seconds = time.perf_counter() - t0
         if self.finetune_epochs > 0:
             teacher = (ctx.teacher or state.model) if self.distill else None
-            pruned = finetune(pruned, ctx.data, self.finetune_epochs, teacher=teacher,
-                              progress=ctx.progress, seed=ctx.seed, **self.finetune_options)
+            pruned = finetune(pruned, ctx.data, self.finetune_epochs, teacher=teacher, progress=ctx.progress,
+                              seed=ctx.seed, **{**ctx.fine_tuning(pruned), **self.finetune_options})
         details = self._details(groups, keep, before, after, multiple, prune_seconds)
         ctx.progress(
             f"channel pruning: MACs {before.macs:,} -> {after.macs:,}, params {before.params:,} -> {after.params:,}"

@@ -98,7 +98,7 @@ class QuantizationAwareTraining(Pass):
                      f"{len(model.quantized_layers)} int8 layers; fine-tuning {self.epochs} epoch(s)")
         trained = finetune(
             model.model,
-            (x_train, y_train),
+            ctx.data,  # its training part: a stream stays a stream
             epochs=self.epochs,
             teacher=teacher,
             batch_size=self.batch_size,
@@ -106,6 +106,7 @@ class QuantizationAwareTraining(Pass):
             max_samples=self.max_train_samples,
             progress=ctx.progress,
             seed=ctx.seed,
+            **ctx.fine_tuning(model.model, mixed_precision=None),  # fake quantization computes in float32
         )
         plan = PrecisionPlan(mode="int8", int8_io=ctx.target.full_integer_only, calibration=self.calibration)
         details = {

@@ -202,7 +202,7 @@ class Sparsity(WeightConstraintPass):
             var.assign(value * mask)
             constraints.append(MaskConstraint(var, mask, self._schedule_fn() if gradual else None))
             layers_out[key] = {"sparse": True, "shape": list(value.shape)}
-        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, self)
+        ft = finetune_from_context(model, constraints, ctx, self.finetune_epochs, self, ctx.fine_tuning(model))
         zeros = total = 0
         for layer, attr, var in kernels:
             key = f"{layer.name}.{attr}"

@@ -29,9 +29,10 @@ class WeightConstraintPass(Pass):
     first and last eligible layer (small and sensitive); ``min_weights`` skips smaller
     kernels. ``finetune_epochs`` > 0 fine-tunes on the pipeline's training split
     (needs labels) with ``learning_rate``, ``batch_size``, ``freeze_batchnorm``,
-    ``distill_weight`` (weight of distillation from the original model: half by
-    default, as for every pass that changes weights; 0 trains on labels only) and
-    ``max_steps_per_epoch``.
+    ``distill_weight`` (weight of distillation from the original model, i.e.
+    ``1 - alpha`` of `finetune`: half by default, as for every pass that changes
+    weights; 0 trains on labels only) and ``max_steps_per_epoch``. The fine-tuning runs
+    under the run's strategy, callbacks and checkpoints (`PassContext.fine_tuning`).
     """
 
     tf_keras_unsupported = None  # tf_keras models go to tfmot (see `apply`)

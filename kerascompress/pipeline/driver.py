@@ -19,6 +19,7 @@ from kerascompress import targets as targets_lib
 from kerascompress.data.samples import n_samples, take
 from kerascompress.errors import (
     KerasCompressError,
+    ResumeError,
     UnsupportedModelError,
     UnsupportedOnTarget,
 )
@@ -30,6 +31,7 @@ from kerascompress.models.preflight import preflight
 from kerascompress.models.tf_keras import NOTES as TF_KERAS_NOTES
 from kerascompress.passes.base import ModelState, Pass, PassContext
 from kerascompress.pipeline.artifacts import Artifact
+from kerascompress.pipeline.checkpoints import RunCheckpoints
 from kerascompress.pipeline.measure import Measurer
 from kerascompress.pipeline.outputs import write_outputs
 from kerascompress.pipeline.plots import write_search_plot
@@ -37,11 +39,8 @@ from kerascompress.pipeline.recipes import load_recipe
 from kerascompress.pipeline.report import Metrics, Report, StepRecord
 from kerascompress.pipeline.target_checks import check_target_fit
 from kerascompress.pipeline.types import Constraints, OptimizeResult
-from kerascompress.pipeline.verdicts import (
-    accuracy_noise_note,
-    constraints_met,
-    verdict,
-)
+from kerascompress.pipeline.verdicts import accuracy_noise_note, constraints_met, verdict
+from kerascompress.training import precision, strategies
 
 
 def _printer(verbose: bool) -> Callable[[str], None]:
@@ -68,6 +67,11 @@ def optimize(
     eval_samples: Optional[int] = None,
     seed: int = 0,
     latency_table: Any = None,
+    strategy: Any = None,
+    resume: bool = False,
+    callbacks: Optional[Sequence[Any]] = None,
+    mixed_precision: Optional[str] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> OptimizeResult:
     """Compress ``model`` for ``target``; see docs/usage.md for the full contract.
 
@@ -84,14 +88,24 @@ def optimize(
     device, used by the search for a target this host cannot stand in for.
     ``recipe``: a recipe name, a YAML path, or a list of pass objects.
     ``strict``: raise `UnsupportedOnTarget` instead of skipping a pass the target cannot use.
+    Fine-tuning (docs/distributed.md): ``strategy`` is a `tf.distribute.Strategy` every
+    fine-tuning runs under (default: one device); ``callbacks`` are Keras callbacks every
+    fine-tuning calls; ``mixed_precision`` is None, "mixed_bfloat16" or "mixed_float16"
+    (GPU). With ``output_dir`` fine-tunings checkpoint into ``output_dir/checkpoints/``
+    at every epoch end and every ``checkpoint_every`` steps (removed when the run
+    completes), and ``resume=True`` continues an interrupted run.
     """
     progress = _printer(verbose)
     tgt = targets_lib.resolve(target)
     constraints = constraints or Constraints()
     pass_list = load_recipe(recipe)
+    precision.resolve(mixed_precision, strategies.resolve(strategy))  # refuse a bad strategy or policy up front
+    run = {"recipe": [repr(p) for p in pass_list], "seed": seed, "target": tgt.name,
+           "constraints": dataclasses.asdict(constraints)}
     checked = preflight(model, data, validation_data, output_dir=output_dir, seed=seed)  # bad input fails here
     original, bundle = checked.model, checked.data
     digest = weights_digest(original)
+    checkpoints = RunCheckpoints(output_dir, resume, run)
 
     progress(f"target {tgt.name} ({tgt.runtime}, {tgt.device}, {tgt.arch}); recipe: {[p.name for p in pass_list]}")
     measurer = Measurer(original, tgt, bundle, eval_samples, latency_runs, progress, seed)
@@ -122,6 +136,8 @@ def optimize(
             "on them its baseline accuracy is optimistic (memorised) and the accuracy budget judges compression "
             "against it: pass validation_data=(x_val, y_val) that the model never saw for an honest verdict"
         )
+    if bundle is not None:
+        report.notes.extend(bundle.notes)
     if is_tf_keras_model(original):
         report.notes.extend(TF_KERAS_NOTES)
     if not measurer.measures_latency:
@@ -130,10 +146,14 @@ def optimize(
         )
 
     ctx = measurer.context(data=bundle, teacher=original, progress=progress, seed=seed, constraints=constraints,
-                           latency_table=latency_table, baseline=baseline)
+                           latency_table=latency_table, baseline=baseline, strategy=strategy,
+                           callbacks=list(callbacks or []), mixed_precision=mixed_precision, resume=resume,
+                           checkpoint_every=checkpoint_every)
     current, current_artifact, current_metrics = state, baseline_artifact, baseline
-    for p in pass_list:
-        record = _run_pass(p, current, current_artifact, current_metrics, baseline, ctx, measurer, constraints, strict)
+    for i, p in enumerate(pass_list):
+        step_ctx = dataclasses.replace(ctx, checkpoint_dir=checkpoints.step_dir(i, p.name))
+        record = _run_pass(p, current, current_artifact, current_metrics, baseline, step_ctx, measurer, constraints,
+                           strict)
         report.steps.append(record.record)
         progress(f"{p.name}: {record.record.status}" + (f" ({record.record.reason})" if record.record.reason else ""))
         if record.record.status == "applied":
@@ -163,6 +183,7 @@ def optimize(
         report.figures["search"] = plot.name
     write_text_atomic(out / "report.json", report.to_json())
     write_text_atomic(out / "report.md", report.to_markdown())
+    checkpoints.finish()
     if weights_digest(original) != digest:  # a defect in a pass, never the user's fault
         raise KerasCompressError("internal error: a pass modified the caller's model; please report this")
     progress(f"done; artifacts in {out}")
@@ -217,6 +238,8 @@ def _run_pass(
             return _Outcome(record)
         new_artifact = measurer.build(output.state)
         after = measurer.measure(output.state, new_artifact)
+    except ResumeError:  # the run cannot continue as asked: never reported as one failed pass
+        raise
     except Exception as exc:  # a failing pass must not take the whole run down; strict mode re-raises
         if strict:
             raise

@@ -69,8 +69,7 @@ class FakeQuant(layers.Layer):
                 self.collector.update(keras.ops.convert_to_numpy(x))
             return x
         if training:
-            lo = tf.minimum(tf.reduce_min(x), 0.0)
-            hi = tf.maximum(tf.reduce_max(x), 0.0)
+            lo, hi = _global_range(tf.minimum(tf.reduce_min(x), 0.0), tf.maximum(tf.reduce_max(x), 0.0))
             d = self.ema_decay
             self.range_min.assign(d * self.range_min + (1.0 - d) * lo)
             self.range_max.assign(d * self.range_max + (1.0 - d) * hi)
@@ -87,6 +86,21 @@ class FakeQuant(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "ema_decay": self.ema_decay, "mode": self.mode}
+
+
+def _global_range(lo: Any, hi: Any) -> tuple[Any, Any]:
+    """The batch range over every replica's shard (training under a tf.distribute strategy).
+
+    Each replica updates its own copy of the range variables; with its own shard's range
+    the copies would drift apart, and the range would be that of a fraction of the batch.
+    """
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return lo, hi
+    smallest = tf.reduce_min(ctx.all_gather(tf.stack([lo, -hi])[None], axis=0), axis=0)
+    return smallest[0], -smallest[1]
 
 
 def _fake_quant_weights(kernel: Any, per_channel: bool) -> Any:

@@ -13,7 +13,8 @@ how the kernel is rebuilt from them after every step:
   between steps (gradual magnitude pruning).
 
 Everything else in the model (biases, BatchNorm, unconstrained layers) trains normally.
-This is TensorFlow-backend code, like the rest of kerascompress.
+The training itself is `finetune`'s loop (strategies, streaming data, checkpoints): the
+constraints reach it through its ``constraints`` hook, re-bound to the student's kernels.
 """
 from __future__ import annotations
 
@@ -24,13 +25,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import keras
 import numpy as np
 
-from kerascompress.data.samples import as_list, index_samples, n_samples
-from kerascompress.graph.traversal import all_layers
-from kerascompress.training.losses import (
-    distillation_loss,
-    looks_like_probabilities,
-    task_loss,
-)
+from kerascompress.errors import ConfigError
+from kerascompress.training.finetune import finetune
 
 
 class KernelConstraint(abc.ABC):
@@ -52,7 +48,12 @@ class KernelConstraint(abc.ABC):
         """Write the constrained value into the kernel (runs inside the compiled step)."""
 
     def update(self, step: int, total_steps: int) -> None:
-        """Schedule hook, called eagerly before each step (e.g. to tighten a mask)."""
+        """Schedule hook, called eagerly before each step (e.g. to tighten a mask); ``total_steps`` is
+        -1 for a stream of unknown length."""
+
+    @abc.abstractmethod
+    def bind(self, variable: Any) -> "KernelConstraint":
+        """The same constraint on another variable of the same shape (the kernel of a training copy)."""
 
 
 class ClusterConstraint(KernelConstraint):
@@ -72,6 +73,7 @@ class ClusterConstraint(KernelConstraint):
         segments = np.asarray(segments, dtype=np.int32)
         if segments.shape != tuple(variable.shape):
             raise ValueError(f"segments shape {segments.shape} != kernel shape {tuple(variable.shape)}")
+        self._segments, self._frozen = segments, frozen
         self.num_segments = int(len(centroids))
         self.segments = tf.constant(segments.reshape(-1))
         self.shape = tuple(variable.shape)
@@ -95,6 +97,9 @@ class ClusterConstraint(KernelConstraint):
         values = tf.gather(tf.convert_to_tensor(self.centroids), self.segments)
         self.variable.assign(tf.reshape(values, self.shape))
 
+    def bind(self, variable: Any) -> "ClusterConstraint":
+        return ClusterConstraint(variable, keras.ops.convert_to_numpy(self.centroids), self._segments, self._frozen)
+
 
 class MaskConstraint(KernelConstraint):
     """Kernel trained under a 0/1 mask; ``schedule(kernel, step, total) -> mask or None``
@@ -114,6 +119,9 @@ class MaskConstraint(KernelConstraint):
 
     def project(self) -> None:
         self.variable.assign(self.variable * self.mask)
+
+    def bind(self, variable: Any) -> "MaskConstraint":
+        return MaskConstraint(variable, keras.ops.convert_to_numpy(self.mask), self.schedule)
 
     def update(self, step: int, total_steps: int) -> None:
         if self.schedule is None:
@@ -146,7 +154,6 @@ def constrained_finetune(
     epochs: int = 1,
     batch_size: int = 64,
     learning_rate: float = 1e-4,
-    loss: Optional[Callable[[Any, Any], Any]] = None,
     teacher: Optional[keras.Model] = None,
     distill_weight: float = 0.0,
     temperature: float = 4.0,
@@ -154,100 +161,46 @@ def constrained_finetune(
     freeze_batchnorm: bool = False,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
+    **run: Any,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place while every constrained kernel stays compressed.
 
-    Kernels named by ``constraints`` are trained only through them (centroids, masked
-    gradients); all other trainable weights train normally with Adam. The task loss is
-    `kerascompress.finetune.task_loss` (cross-entropy for class labels, MSE otherwise)
-    unless ``loss(y, out)`` is given; with a ``teacher`` and ``distill_weight`` > 0 it
-    is mixed with Hinton distillation from the teacher's outputs. ``freeze_batchnorm``
-    runs BatchNormalization in inference mode (its statistics stay put), which is safer
-    when fine-tuning data is scarce. After the last
-    step every constraint is projected once more, so the result is exact.
+    ``x``, ``y``: training arrays; or ``x`` any training data `finetune` reads (a
+    `DataBundle`, a tf.data.Dataset, a callable of batches) and ``y`` None. Kernels named
+    by ``constraints`` (variables of ``model``) are trained only through them (centroids,
+    masked gradients); all other trainable weights train normally with Adam. With a
+    ``teacher`` and ``distill_weight`` > 0 the task loss (weight ``1 - distill_weight``:
+    `finetune`'s ``alpha``) is mixed with Hinton distillation from the teacher's outputs.
+    ``freeze_batchnorm`` runs BatchNormalization in inference mode (its statistics stay
+    put), safer when fine-tuning data is scarce. ``run``: `finetune`'s settings for how it
+    runs (``strategy``, ``callbacks``, ``checkpoint_dir``, ``resume``, ``mixed_precision``...).
+    After the last step every constraint is projected once more, so the result is exact.
     """
-    import tensorflow as tf
+    positions = {id(v): i for i, v in enumerate(model.weights)}
+    missing = [c.variable.path for c in constraints if id(c.variable) not in positions]
+    if missing:
+        raise ConfigError(f"constraints name variables that are not weights of the model: {missing}")
+    slots = [positions[id(c.variable)] for c in constraints]
 
+    def bind(student: keras.Model) -> list[KernelConstraint]:
+        weights = student.weights
+        return [c.bind(weights[i]) for c, i in zip(constraints, slots)]
 
-    rng = np.random.default_rng(seed)
-    n = n_samples(x)
-    steps_per_epoch = max(1, -(-n // batch_size))
-    if max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
-    total = steps_per_epoch * max(0, epochs)
-    ys = as_list(y) if isinstance(y, (list, tuple, dict)) else [y]
-    probe = as_list(model(index_samples(x, np.arange(min(n, 8))), training=False))
-    probs = [looks_like_probabilities(keras.ops.convert_to_numpy(p)) for p in probe]
-    alpha = float(distill_weight) if teacher is not None else 0.0
-
-    frozen_bn: list[Any] = []
-    if freeze_batchnorm:
-        for layer in all_layers(model):
-            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
-                layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
-                frozen_bn.append(layer)
-    try:
-        constrained_ids = {id(c.variable) for c in constraints}
-        free = [v for v in model.trainable_variables if id(v) not in constrained_ids]
-        kernels = [c.variable for c in constraints]
-        opt_vars = list(free) + [v for c in constraints for v in c.trainable()]
-        optimizer = keras.optimizers.Adam(learning_rate)
-        optimizer.build(opt_vars)
-
-        @tf.function(reduce_retracing=True)
-        def train_step(xb: Any, yb: Any, tb: Any) -> Any:
-            with tf.GradientTape() as tape:
-                outs = as_list(model(xb, training=True))
-                value = 0.0
-                for i, out in enumerate(outs):
-                    task = loss(yb[i], out) if loss is not None else task_loss(yb[i], out, probs[i])
-                    value += (1.0 - alpha) * task
-                    if alpha > 0.0:
-                        value += alpha * distillation_loss(out, tb[i], probs[i], temperature)
-                if model.losses:
-                    value = value + tf.add_n(model.losses)
-            grads = tape.gradient(value, free + kernels)
-            free_grads = grads[: len(free)]
-            kernel_grads = grads[len(free):]
-            opt_grads = [g if g is not None else tf.zeros_like(v) for g, v in zip(free_grads, free)]
-            for c, g in zip(constraints, kernel_grads):
-                g = g if g is not None else tf.zeros(c.variable.shape, c.variable.dtype)
-                opt_grads.extend(c.gradients(g))
-            optimizer.apply_gradients(zip(opt_grads, opt_vars))
-            for c in constraints:
-                c.project()
-            return value
-
-        losses_per_epoch: list[float] = []
-        step = 0
-        for epoch in range(max(0, epochs)):
-            order = rng.permutation(n)
-            epoch_losses = []
-            for b in range(steps_per_epoch):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                if len(idx) == 0:
-                    break
-                for c in constraints:
-                    c.update(step, total)
-                xb = index_samples(x, idx)
-                yb = [np.asarray(a)[idx] for a in ys]
-                tb = as_list(teacher(xb, training=False)) if alpha > 0.0 else [0.0] * len(probs)
-                epoch_losses.append(float(train_step(xb, yb, tb)))
-                step += 1
-            losses_per_epoch.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
-            if progress:
-                progress(f"constrained fine-tuning: epoch {epoch + 1}/{epochs}, loss {losses_per_epoch[-1]:.4f}")
-        for c in constraints:
-            c.update(total, total)
-            c.project()
-    finally:
-        for layer in frozen_bn:
-            layer.trainable = True
+    distill = teacher is not None and distill_weight > 0.0
+    history: list[dict] = []
+    trained = finetune(
+        model, x if y is None else (x, y), epochs, teacher if distill else None, batch_size=batch_size,
+        learning_rate=learning_rate, alpha=1.0 - float(distill_weight) if distill else 1.0, temperature=temperature,
+        max_steps_per_epoch=max_steps_per_epoch, freeze_batchnorm=freeze_batchnorm, seed=seed,
+        progress=progress or False, constraints=bind, history=history, **run,
+    )
+    model.set_weights(trained.get_weights())
+    losses = [h["loss"] for h in history if h.get("epoch", 0) > 0]
     return FinetuneResult(
         epochs=epochs,
-        steps=step,
-        loss_first_epoch=losses_per_epoch[0] if losses_per_epoch else float("nan"),
-        loss_last_epoch=losses_per_epoch[-1] if losses_per_epoch else float("nan"),
+        steps=sum(int(h.get("steps", 0)) for h in history),
+        loss_first_epoch=losses[0] if losses else float("nan"),
+        loss_last_epoch=losses[-1] if losses else float("nan"),
         learning_rate=learning_rate,
     )
 
@@ -257,11 +210,12 @@ TRAINING_OPTIONS = ("learning_rate", "batch_size", "freeze_batchnorm", "distill_
 
 
 def finetune_from_context(model: keras.Model, constraints: Sequence[KernelConstraint], ctx: Any, epochs: int,
-                          options: Any) -> Optional[FinetuneResult]:
-    """Run `constrained_finetune` on a pass context's training split (None when it has none).
+                          options: Any, run: Optional[Mapping[str, Any]] = None) -> Optional[FinetuneResult]:
+    """Run `constrained_finetune` on a pass context's training part (None when it has none).
 
     ``options`` is a mapping of training settings, or the pass itself, whose attributes
-    named in `TRAINING_OPTIONS` are used.
+    named in `TRAINING_OPTIONS` are used. ``run``: how the fine-tuning runs (the pass
+    context's strategy, callbacks, checkpoints: ``ctx.fine_tuning(...)``).
     """
     data = getattr(ctx, "data", None)
     if epochs <= 0 or data is None or not data.can_train:
@@ -272,5 +226,6 @@ def finetune_from_context(model: keras.Model, constraints: Sequence[KernelConstr
     kwargs.setdefault("seed", getattr(ctx, "seed", 0))
     if kwargs.get("distill_weight", 0.0) > 0 and "teacher" not in kwargs:
         kwargs["teacher"] = getattr(ctx, "teacher", None)
-    return constrained_finetune(model, data.x_train, data.y_train, constraints, epochs=epochs,
-                                progress=getattr(ctx, "progress", None), **kwargs)
+    kwargs.update(run or {})
+    return constrained_finetune(model, data, None, constraints, epochs=epochs, progress=getattr(ctx, "progress", None),
+                                **kwargs)

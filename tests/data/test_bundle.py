@@ -83,3 +83,62 @@ def test_split_says_so_and_validation_needs_labels_when_data_has_them():
         make_bundle((x, np.zeros(100, int)), x[:10])
     with pytest.raises(DataError, match="not both"):
         make_bundle({"train": (x, None), "eval": (x, None)}, (x, None))
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+def _counting_stream(n, batch=50, dim=3):
+    """A callable returning a fresh Dataset of n examples in batches, counting the batches produced."""
+    produced = []
+
+    def make():
+        def gen():
+            for start in range(0, n, batch):
+                produced.append(start)
+                k = min(batch, n - start)
+                yield np.full((k, dim), start, np.float32) + np.arange(k, dtype=np.float32)[:, None], \
+                    np.arange(start, start + k) % 7
+        return tf.data.Dataset.from_generator(gen, output_signature=(
+            tf.TensorSpec((None, dim), tf.float32), tf.TensorSpec((None,), tf.int64)))
+    return make, produced
+
+
+def test_a_large_stream_is_not_read_whole_and_its_head_is_held_out():
+    make, produced = _counting_stream(10**9)  # effectively endless: reading it whole would never return
+    b = make_bundle(make, max_eval=500, head_samples=300, input_shapes=[(None, 3)])
+    assert b.train_stream is not None and b.validation_source == "split"
+    assert len(b.x_eval) == 500 and len(b.x_train) == 300
+    assert len(produced) < 40  # a few batches per reading, never the stream
+    assert list(b.train_stream.head(1)[1]) == [500 % 7]  # training starts right after the held-out part
+    assert b.can_train and b.training_data is b.train_stream
+    assert "held out" in b.notes[0]
+
+
+def test_a_small_stream_is_split_like_arrays():
+    make, _ = _counting_stream(600)
+    b = make_bundle(make, eval_fraction=0.25, input_shapes=[(None, 3)])
+    assert b.train_stream is None and len(b.x_eval) == 150 and len(b.x_train) == 450
+
+
+def test_a_reshuffling_stream_cannot_be_split_and_a_generator_object_is_refused():
+    x = np.random.rand(20000, 3).astype(np.float32)
+    shuffled = tf.data.Dataset.from_tensor_slices((x, np.arange(20000))).shuffle(20000).batch(100)
+    with pytest.raises(DataError, match="different order each time.*validation_data"):
+        make_bundle(shuffled, max_eval=1000, input_shapes=[(None, 3)])
+    fixed = tf.data.Dataset.from_tensor_slices((x, np.arange(20000))).shuffle(
+        20000, seed=1, reshuffle_each_iteration=False).batch(100)
+    assert make_bundle(fixed, max_eval=1000, input_shapes=[(None, 3)]).train_stream is not None
+    with pytest.raises(DataError, match="generator object.*callable"):
+        make_bundle((b for b in [(x[:10], np.zeros(10))]), (x[:10], np.zeros(10)))
+
+
+def test_a_streamed_validation_set_is_read_up_to_max_eval():
+    make, produced = _counting_stream(10**9)
+    x = np.random.rand(64, 3).astype(np.float32)
+    b = make_bundle((x, np.arange(64) % 7), make, max_eval=120, input_shapes=[(None, 3)])
+    assert len(b.x_eval) == 120 and len(b.y_eval) == 120 and len(produced) <= 5
+    assert "first 120 examples" in b.notes[0]
+    stream_train = make_bundle(make, (x, np.arange(64) % 7), head_samples=100, input_shapes=[(None, 3)])
+    assert stream_train.independent_validation and len(stream_train.x_train) == 100
+    assert stream_train.train_stream is not None

@@ -77,3 +77,19 @@ def test_build_and_time_come_from_the_driver():
     assert ctx.time({"a": "x", "b": "y"}, runs=7) == {"a": 7.0, "b": 7.0}
     far = PassContext(TARGET, timer=lambda arts, runs: {"a": 1.0}, measures_latency=False)
     assert far.time({"a": "x"}) == {}  # this host does not stand in for the target: no numbers
+
+
+def test_fine_tuning_settings_carry_the_run_and_a_folder_per_model(tmp_path):
+    def model(width):
+        inp = keras.Input((4,))
+        return keras.Model(inp, keras.layers.Dense(width)(inp))
+
+    callback = keras.callbacks.Callback()
+    ctx = PassContext(target=TARGET, strategy="s", callbacks=[callback], mixed_precision="mixed_bfloat16")
+    assert ctx.fine_tuning(model(2)) == {"strategy": "s", "callbacks": [callback], "mixed_precision": "mixed_bfloat16"}
+    assert ctx.fine_tuning(model(2), mixed_precision=None)["mixed_precision"] is None
+    step = PassContext(target=TARGET, checkpoint_dir=tmp_path, resume=True)
+    a, b, c = step.fine_tuning(model(2)), step.fine_tuning(model(2), "final-3"), step.fine_tuning(model(3))
+    assert a["resume"] and a["checkpoint_dir"].parent == tmp_path
+    assert a["checkpoint_dir"] != c["checkpoint_dir"]  # another architecture: another folder (trained afresh)
+    assert b["checkpoint_dir"].name.startswith("final-3-")
