@@ -193,7 +193,7 @@ def _split_stream(stream: Stream, eval_fraction: float, calibration_samples: int
         n_eval = min(max_eval, max(1, int(round(count * eval_fraction))))
     elements, sizes = _read(stream, n_eval + head_samples)
     if not elements:
-        raise DataError("the data stream passed as `data` is empty")
+        raise DataError("the dataset or stream passed as `data` is empty")
     if sum(sizes) < n_eval + head_samples:  # the whole stream is small: split it like arrays
         x, y = _arrays_of(elements, stream.batched)
         return _split_arrays(x, y, eval_fraction, calibration_samples, seed, max_eval)
