@@ -60,20 +60,17 @@ class Constraints:
 
     def latency_budget_ms(self, baseline_ms: Optional[float]) -> Optional[float]:
         """The tightest latency budget in milliseconds (absolute or relative to ``baseline_ms``), or None."""
-        budgets = [self.max_latency_ms]
-        if self.latency_ratio is not None and baseline_ms is not None:
-            budgets.append(self.latency_ratio * baseline_ms)
-        given = [b for b in budgets if b is not None]
-        return min(given) if given else None
+        return _tightest(self.max_latency_ms, self.latency_ratio, baseline_ms)
 
     def size_budget_bytes(self, baseline_bytes: Optional[int]) -> Optional[float]:
         """The tightest size budget in bytes (absolute or relative to ``baseline_bytes``), or None."""
-        budgets = [self.max_size_bytes]
-        if self.size_ratio is not None and baseline_bytes is not None:
-            budgets.append(self.size_ratio * baseline_bytes)
-        given = [b for b in budgets if b is not None]
-        return min(given) if given else None
+        return _tightest(self.max_size_bytes, self.size_ratio, baseline_bytes)
 
+
+def _tightest(absolute: Optional[float], ratio: Optional[float], baseline: Optional[float]) -> Optional[float]:
+    """The smaller of an absolute budget and a fraction of the baseline (each when given), or None."""
+    given = [b for b in (absolute, None if ratio is None or baseline is None else ratio * baseline) if b is not None]
+    return min(given) if given else None
 
 @dataclasses.dataclass
 class OptimizeResult:

@@ -36,6 +36,7 @@ from kerascompress.graph.prune_channels import prune_channels
 from kerascompress.graph.traversal import node_and_index
 from kerascompress.passes.importance import weight_importance
 from kerascompress.passes.pruning import select_channels
+from tests.helpers.exactness import randomize
 
 RTOL = 1e-5
 DEAD_FRACTION = 0.5
@@ -150,27 +151,6 @@ def check_dead_channels_pruned_exactly(model: keras.Model, seed: int = 0) -> dic
     err = relative_error(outputs_of(pruned, x), outputs_of(dead_model, x))
     assert err < RTOL, f"removing only dead channels changed the outputs by {err:.3g} (relative max error)"
     return {"dead": n_dead, "error": err, "groups": groups, "pruned": pruned, "dead_model": dead_model}
-
-
-def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
-    """Random weights everywhere (BN statistics too), so no channel is dead by accident."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        values = layer.get_weights()
-        if not values:
-            continue
-        new = []
-        for v, w in zip(layer.weights, values):
-            name = v.path.split("/")[-1]
-            if "variance" in name or name == "gamma":
-                new.append(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-            elif name == "count" or not np.issubdtype(w.dtype, np.floating):
-                new.append(w)
-            else:
-                fan = max(1, int(np.prod(w.shape[:-1]))) if w.ndim > 1 else 4
-                new.append((rng.standard_normal(w.shape) / np.sqrt(fan)).astype(w.dtype))
-        layer.set_weights(new)
-    return model
 
 
 # ----------------------------------------------------------------------------- layer kinds

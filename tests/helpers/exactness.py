@@ -26,11 +26,9 @@ def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
         new = []
         for v, w in zip(layer.weights, ws):
             name = v.path.split("/")[-1]
-            if "variance" in name:
+            if "variance" in name or name == "gamma":
                 new.append(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-            elif name == "gamma":
-                new.append(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-            elif name == "count":
+            elif name == "count" or not np.issubdtype(w.dtype, np.floating):
                 new.append(w)
             else:
                 fan = max(1, int(np.prod(w.shape[:-1]))) if w.ndim > 1 else 4
