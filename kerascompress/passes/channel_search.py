@@ -19,7 +19,9 @@ NetAdapt-style, under the run's constraints:
 5. one long distillation of the cheapest checkpoint within reach (cosine schedule,
    stops on a plateau of held-out training samples), judged again; when it misses the
    budget the search steps back halfway toward the original (bisection over the walked
-   checkpoints, whose students it kept) instead of giving the structure up.
+   checkpoints, whose students it kept) instead of giving the structure up; when it
+   passes and time is left, it bisects forward toward the checkpoint where the walk
+   stopped, narrowing the distilled winner further.
 
 Every candidate it measured is in the details (widths, predicted and measured cost,
 accuracy with its uncertainty, verdict), for the report's table and picture.
@@ -295,7 +297,7 @@ class _Search:
         if drop is None and verdict.top1_agreement is not None:
             drop = 1.0 - verdict.top1_agreement
         ok = drop is not None and drop <= self.budget + 1e-12
-        trained = sum(1 for h in history if h.get("epoch", 0) > 0) if phase == "final" else self.p.walk_epochs
+        trained = sum(1 for h in history if h.get("epoch", 0) > 0) if phase != "walk" else self.p.walk_epochs
         cand = {
             "index": index, "phase": phase, "widths": describe_widths(self.groups, point.widths),
             "predicted_cost": round(point.cost, 6), "predicted_damage": round(point.damage, 6),
@@ -304,7 +306,7 @@ class _Search:
             "epochs": trained, "verdict": "within budget" if ok else "over budget",
             "seconds": round(time.monotonic() - started, 1),
         }
-        if history and phase == "final":
+        if history and phase != "walk":
             cand["finetune"] = history
         self.candidates.append(cand)
         se = verdict.accuracy_drop_se
@@ -395,6 +397,7 @@ class _Search:
             model, history = self._distil(student, epochs, final=True, label=f"final-{index}")
             cand = self._judge(index, path[index], model, "final", started, history)
             if cand["verdict"] == "within budget":
+                model, cand = self._refine(path, walked, index, model, cand)
                 cand["chosen"] = True
                 return model, cand
             if cand0["verdict"] == "within budget":  # the longer run measured worse than the brief one
@@ -409,6 +412,30 @@ class _Search:
             position = (lo + hi) // 2
         return None, {"chosen": False, "closest": closest}
 
+    def _refine(self, path: list[PathPoint], walked: list[int], index: int, model: keras.Model,
+                cand: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+        """With time left after a pass, bisect forward toward the first walk checkpoint that fell out of reach.
+
+        The long distillation usually recovers more than the walk's slack assumed; the
+        distilled winner is narrowed further to the path point halfway to that
+        checkpoint and distilled again, for as long as the time budget lasts.
+        """
+        beyond = [i for i in walked if i > index]
+        if not beyond or (self.cost_budget is not None and self._meets_budget(path[index], cand)):
+            return model, cand
+        lo, hi = index, beyond[0]
+        while hi - lo > 1 and self._time_left() > 1.2 * self._final_seconds():
+            mid = (lo + hi) // 2
+            started = time.monotonic()
+            narrowed = narrow(model, self.groups, self.scores, path[lo].widths, path[mid].widths,
+                              self.state.model.name)
+            trial, history = self._distil(narrowed, self.p.final_epochs, final=True, label=f"refine-{mid}")
+            result = self._judge(mid, path[mid], trial, "refine", started, history)
+            if result["verdict"] == "within budget":
+                lo, model, cand = mid, trial, result
+            else:
+                hi = mid
+        return model, cand
 
     # ------------------------------------------------------------------ report
     def _details(self, model: CostModel, probe: DamageProbe, path: list[PathPoint], final: dict) -> dict[str, Any]:

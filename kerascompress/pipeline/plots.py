@@ -46,7 +46,7 @@ def write_search_plot(report: Report, path: Path, latency_budget_ms: Optional[fl
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
     for ax, (key, label, base_x, x_budget) in zip(axes[0], panels):
-        for phase, marker in (("rank", "o"), ("final", "s")):
+        for phase, marker in (("walk", "o"), ("final", "s"), ("refine", "^")):
             pts = [c for c in cands if c.get("phase") == phase and c.get(key) and score(c) is not None]
             ok = [c for c in pts if c.get("verdict") == "within budget"]
             bad = [c for c in pts if c.get("verdict") != "within budget"]
@@ -55,7 +55,7 @@ def write_search_plot(report: Report, path: Path, latency_budget_ms: Optional[fl
                     ax.errorbar([c[key] for c in group], [score(c) for c in group],
                                 yerr=[1.96 * (c.get("accuracy_drop_se") or 0.0) for c in group], fmt=marker,
                                 color=color, alpha=0.8, capsize=2,
-                                label=f"{'brief' if phase == 'rank' else 'long'} distillation, {what}")
+                                label=f"{'brief' if phase == 'walk' else 'long'} distillation ({phase}), {what}")
         chosen = [c for c in cands if c.get("chosen") and c.get(key)]
         if chosen:
             ax.plot([chosen[0][key]], [score(chosen[0])], marker="*", markersize=18, color="gold",

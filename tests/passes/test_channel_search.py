@@ -69,9 +69,14 @@ def test_walk_goes_as_far_as_the_budget_allows_and_the_long_run_confirms(digits_
     assert [c["verdict"] for c in walk][-1] == "over budget" and "exceeded the budget" in d["walk_end"]
     assert all(c["verdict"] == "within budget" for c in walk[:-1])
     assert all(b["predicted_cost"] < a["predicted_cost"] for a, b in zip(walk, walk[1:]))  # cheaper each step
+    final = _phases(d, "final")
+    assert final[0]["index"] == walk[-2]["index"]  # the long run starts at the cheapest checkpoint within reach
     chosen = d["chosen"]
-    assert chosen["phase"] == "final" and chosen["index"] == walk[-2]["index"]  # the cheapest within reach
+    assert chosen["phase"] in ("final", "refine") and walk[-2]["index"] <= chosen["index"] < walk[-1]["index"]
     assert chosen["size_bytes"] >= 0.55 * p0 and out.state.model.count_params() == chosen["size_bytes"]
+    # bisecting forward: every refinement that failed is smaller than the rule allows, every one that passed is not
+    for c in _phases(d, "refine"):
+        assert (c["verdict"] == "within budget") == (c["size_bytes"] >= 0.55 * p0)
     assert digits_cnn.count_params() == p0  # the caller's model is untouched
 
 
@@ -115,7 +120,7 @@ def test_a_latency_budget_stops_the_walk_where_it_is_met(digits_cnn, digits_data
     assert d["cost_budget"] == pytest.approx(0.6 * p0 / 1000) and "reached the ms budget" in d["walk_end"]
     walk = _phases(d, "walk")
     assert walk[-1]["latency_ms"] <= 0.6 * p0 / 1000 < walk[-2]["latency_ms"]  # the mildest that meets it
-    assert d["chosen"]["index"] == walk[-1]["index"]
+    assert d["chosen"]["index"] == walk[-1]["index"] and not _phases(d, "refine")  # a met budget is not refined
 
 
 def test_time_budget_stops_the_search(digits_cnn, digits_data):
