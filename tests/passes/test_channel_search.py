@@ -140,3 +140,17 @@ def test_size_objective_counts_bytes_at_the_precision(digits_cnn, digits_data):
     cm = out.details["cost_model"]
     assert cm["unit"] == "bytes" and cm["base"] == pytest.approx(digits_cnn.count_params() * 1.0, rel=0.01)
     assert out.state.precision.mode == "int8"
+
+
+def test_with_time_left_it_bisects_forward_from_the_winner(digits_cnn, digits_data):
+    p0 = digits_cnn.count_params()
+    judge = Judge(walk=lambda p: 0.0 if p >= 0.37 * p0 else 0.5)
+    out = _search(checkpoint_step=0.6).apply(ModelState(digits_cnn), _ctx(digits_cnn, digits_data, judge))
+    d = out.details
+    walk, final, refine = _phases(d, "walk"), _phases(d, "final"), _phases(d, "refine")
+    assert walk[-1]["index"] - walk[-2]["index"] > 1 and final[0]["verdict"] == "within budget"
+    assert refine and all(walk[-2]["index"] < c["index"] < walk[-1]["index"] for c in refine)
+    assert all((c["verdict"] == "within budget") == (c["size_bytes"] >= 0.37 * p0) for c in refine)
+    passed = [c for c in final + refine if c["verdict"] == "within budget"]
+    assert d["chosen"]["index"] == max(c["index"] for c in passed)  # the cheapest that passed
+    assert out.state.model.count_params() == d["chosen"]["size_bytes"]
