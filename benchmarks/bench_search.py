@@ -242,9 +242,9 @@ def main() -> None:
 
     import kerascompress as kc
     from kerascompress.examples import datasets
-    from kerascompress.pipeline.profile import shipping_precision  # noqa: F401 - documents what B ships
     from kerascompress.passes.channel_search import ChannelSearch
     from kerascompress.passes.quantize import Quantize
+    from kerascompress.pipeline.profile import shipping_precision  # noqa: F401 - documents what B ships
 
     started = time.time()
     n_train = 6000 if args.quick else None
@@ -255,7 +255,8 @@ def main() -> None:
     timing_runs = 100 if args.quick else 400
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                  "load_average_at_start": os.getloadavg()[0], "python": platform.python_version()},
-                     "quick": args.quick, "residual_cnn": {}, "mobilenet_v2": {}}
+                     "quick": args.quick, "complete": False, "residual_cnn": {}, "mobilenet_v2": {}}
+    name = "search_quick" if args.quick else "search"
     try:
         import tensorflow as tf
 
@@ -273,8 +274,10 @@ def main() -> None:
     constraints = kc.Constraints(max_accuracy_drop=0.01, max_search_seconds=budget_s)
     if "A" in runs:
         r["A_default"] = run_optimize("A", model, (xtr, ytr), val, constraints=constraints)
+        save(results, name)
     if "B" in runs:
         r["B_int8_ptq"] = run_optimize("B", model, (xtr, ytr), val, recipe="quantize", constraints=constraints)
+        save(results, name)
     if "C" in runs and "A_default" in r:
         a_ms = next((c["latency_ms"] for c in r["A_default"].get("search", {}).get("candidates", []) if c.get("chosen")),
                     None)
@@ -282,14 +285,16 @@ def main() -> None:
             r["C_uniform_at_A_latency"] = run_optimize(
                 "C", model, (xtr, ytr), val, recipe=[Quantize("int8"), ChannelSearch(uniform=True)],
                 constraints=kc.Constraints(max_accuracy_drop=0.01, max_search_seconds=budget_s, max_latency_ms=a_ms))
+            save(results, name)
     if "D" in runs:
         r["D_latency_sixth"] = run_optimize(
             "D", model, (xtr, ytr), val,
             constraints=kc.Constraints(max_accuracy_drop=0.01, max_search_seconds=budget_s, latency_ratio=1 / 6))
+        save(results, name)
     if "additivity" in runs or "A" in runs:
         r["latency_model_check"] = additivity(model, xtr[:256], 60 if args.quick else 200)
         log(f"latency models: {r['latency_model_check']}")
-    files = {"float32": open(WORK / "B" / "baseline_float32.tflite", "rb").read()} if (WORK / "B").exists() else {}
+    files = {"float32": (WORK / "B" / "baseline_float32.tflite").read_bytes()} if (WORK / "B").exists() else {}
     for key in [k for k in r if k[:2] in ("A_", "B_", "C_", "D_")]:
         path = Path(r[key]["tflite"])
         if path.exists():
@@ -316,7 +321,9 @@ def main() -> None:
                                 1 if args.quick else 3)
         m["train_seconds"] = round(train_s, 1)
         m["keras_test_accuracy"] = float((mnet.predict(xt3, verbose=0).argmax(-1) == yte).mean())
+        save(results, name)
         m["E_default"] = run_optimize("E", mnet, (x3, ytr), (xt3[:5000], yte[:5000]), constraints=constraints)
+        save(results, name)
         e = m["E_default"]
         blobs = {"float32": Path(e["baseline_tflite"]).read_bytes(), "E": Path(e["tflite"]).read_bytes()}
         int8_unpruned = WORK / "E" / "int8_unpruned.tflite"
@@ -335,11 +342,16 @@ def main() -> None:
         e["speedup_over_mac_reduction"] = round(e["speedup_vs_int8_unpruned"] / max(e["mac_reduction"], 1e-9), 2)
 
     results["seconds"] = round(time.time() - started, 1)
-    name = "search_quick" if args.quick else "search"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
+    results["complete"] = True
+    save(results, name)
     (RESULTS / f"{name}.md").write_text(markdown(results))
     log(f"written {RESULTS / (name + '.md')}")
+
+
+def save(results: dict, name: str) -> None:
+    """Write what is measured so far: a run killed late keeps its finished parts."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
 
 
 def markdown(res: dict) -> str:
@@ -350,14 +362,14 @@ def markdown(res: dict) -> str:
              f"at start), TensorFlow {m.get('tensorflow')}, Python {m.get('python')}. Total {res['seconds'] / 60:.0f} min."
              + (" QUICK smoke run: small data, short budgets; not the figures quoted in docs." if res["quick"] else ""),
              "",
-             "Residual CNN on Fashion-MNIST (all 60,000 training images): validation data = test images 0-4999 "
+             ("Residual CNN on Fashion-MNIST (all 60,000 training images): validation data = test images 0-4999 "
              "(every verdict), judged here on test images 5000-9999 (never seen by any run). Latency: LiteRT + XNNPACK, "
-             "1 thread, batch 1, all files timed together in one interleaved run; ratios against the float32 file of that run.",
+             "1 thread, batch 1, all files timed together in one interleaved run; ratios against the float32 file of that run."),
              "",
              f"Baseline: {r.get('params'):,} parameters, Keras test accuracy {r.get('keras_test_accuracy', 0):.4f}.",
              "",
-             "| run | speed-up vs float32 | smaller vs float32 | judge accuracy | drop vs float32 (judge, points ± SE) | "
-             "drop (validation) | widths | search time |",
+             ("| run | speed-up vs float32 | smaller vs float32 | judge accuracy | drop vs float32 (judge, points ± SE) | "
+             "drop (validation) | widths | search time |"),
              "|---|---|---|---|---|---|---|---|"]
     f32 = r.get("float32", {})
     if f32:
@@ -373,16 +385,16 @@ def markdown(res: dict) -> str:
                      f"{v['drop_points']:+.2f} ± {v['se_points']:.2f} | {widths} | {row['seconds'] / 60:.1f} min |")
     if "latency_model_check" in r:
         c = r["latency_model_check"]
-        lines += ["", f"Latency models on {c['configurations']} measured whole configurations (int8): per-group deltas "
+        lines += ["", (f"Latency models on {c['configurations']} measured whole configurations (int8): per-group deltas "
                       f"added up (NetAdapt's table) err {c['additive_mean_rel_error'] * 100:.0f}% on average "
                       f"(worst {c['additive_max_rel_error'] * 100:.0f}%); the fitted MAC model the search uses "
-                      f"{c['fitted_macs_leave_one_out_rel_error'] * 100:.1f}% (leave-one-out)."]
+                      f"{c['fitted_macs_leave_one_out_rel_error'] * 100:.1f}% (leave-one-out).")]
     for key in sorted(k for k in r if k[:2] in ("A_", "C_", "D_")):
         s = r[key].get("search")
         if not s:
             continue
-        lines += ["", f"### {key}: candidates", "", f"Walk: {s.get('walk_end')}. Cost model: "
-                  f"{(s.get('cost_model') or {}).get('source')}, fit error {((s.get('cost_model') or {}).get('fit_error') or 0) * 100:.1f}%.",
+        lines += ["", f"### {key}: candidates", "", (f"Walk: {s.get('walk_end')}. Cost model: "
+                  f"{(s.get('cost_model') or {}).get('source')}, fit error {((s.get('cost_model') or {}).get('fit_error') or 0) * 100:.1f}%."),
                   "", "| # | phase | widths | latency ms | bytes | validation accuracy | drop (points) | verdict | s |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for c in s["candidates"]:
@@ -393,11 +405,11 @@ def markdown(res: dict) -> str:
     e = res.get("mobilenet_v2", {}).get("E_default")
     if e and "ms" in e:
         lines += ["", "## MobileNetV2 (alpha 0.35, 32x32x3 Fashion-MNIST, trained here)", "",
-                  f"Keras test accuracy {res['mobilenet_v2']['keras_test_accuracy']:.4f}; default recipe: "
+                  (f"Keras test accuracy {res['mobilenet_v2']['keras_test_accuracy']:.4f}; default recipe: "
                   f"{e['speedup_vs_float32']:.2f}x faster than float32, {e['speedup_vs_int8_unpruned']:.2f}x faster than the "
                   f"unpruned int8 model for a {e['mac_reduction']:.2f}x MAC reduction (speed-up / MAC reduction = "
                   f"{e['speedup_over_mac_reduction']:.2f}); judge accuracy {e['judge_accuracy']:.4f} (float32 "
-                  f"{e['float32_judge_accuracy']:.4f}); search {e['seconds'] / 60:.1f} min."]
+                  f"{e['float32_judge_accuracy']:.4f}); search {e['seconds'] / 60:.1f} min.")]
     return "\n".join(lines) + "\n"
 
 
