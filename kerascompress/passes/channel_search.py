@@ -180,14 +180,82 @@ class _Search:
 
     # ------------------------------------------------------------------ data
     def _split_data(self) -> None:
-        """Fine-tune on the training part minus a monitor slice; probe damage on selection samples."""
+        """Fine-tune on the training part minus a monitor slice; probe damage on selection samples.
+
+        A finite stream (a tf.data.Dataset, a callable of batches) is trained on whole,
+        after the examples held out as the monitor; an endless one (or a generator object,
+        which can be read once) leaves the search the first examples held as arrays, and
+        the report says so.
+        """
         data = self.ctx.data
         n = n_samples(data.x_train)
         m = min(self.p.monitor_samples, max(0, n // 10))
+        self.x_probe, _ = data.selection(self.p.probe_samples)
+        self.data_notes: list[str] = []
+        self.fit_stream = None
+        self.stream_examples = 0
+        self.fit_offset = 0
+        self.distillations = 0
+        stream = data.train_stream
+        if stream is not None and not stream.single_pass and self._stream_length(stream) is not None:
+            per_element = stream.first_batch_size() if stream.batched else 1
+            m = min(self.p.monitor_samples, n // 2)  # the head is a small part of the stream: up to half of it
+            skip = math.ceil(m / per_element) if m else 0
+            m = min(n, skip * per_element)
+            self.monitor = (slice_samples(data.x_train, 0, m), np.asarray(data.y_train)[:m]) if m else None
+            self.fit_stream = stream.after(skip)
+            self.fit_elements = max(1, self.stream_elements - skip)
+            self.per_element = per_element
+            # examples after the monitor part: counted exactly, or whole batches where the source gave its length
+            self.n_fit = (self.stream_examples - m) if self.stream_examples else self.fit_elements * per_element
+            self.x_fit = slice_samples(data.x_train, m, n) if n > m else data.x_train
+            return
+        if stream is not None:
+            self.data_notes.append(f"the training data is a stream that never ends (or can be read only once), so the "
+                                   f"search fine-tunes on its first {n} examples only; pass a finite tf.data.Dataset "
+                                   "(no endless repeat()) to train on all of it")
         self.x_fit = slice_samples(data.x_train, 0, n - m)
         self.y_fit = np.asarray(data.y_train)[: n - m]
+        self.n_fit = n - m
         self.monitor = (slice_samples(data.x_train, n - m, n), np.asarray(data.y_train)[n - m:]) if m else None
-        self.x_probe, _ = data.selection(self.p.probe_samples)
+
+    def _stream_length(self, stream: Any) -> Optional[int]:
+        """Elements in the stream (counted once if its source does not say), or None when endless."""
+        import tensorflow as tf
+
+        known = stream.cardinality()
+        if known is None:
+            if int(stream.dataset().cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+                return None
+            self.ctx.progress("channel search: counting the training stream once (its length is not known)")
+            def count(state: Any, element: Any) -> Any:
+                rows = tf.shape(tf.nest.flatten(element)[0])[0] if stream.batched else 1
+                return state[0] + 1, state[1] + tf.cast(rows, tf.int64)
+
+            elements, examples = stream.dataset().reduce((np.int64(0), np.int64(0)), count)
+            known, self.stream_examples = int(elements), int(examples)
+        self.stream_elements = int(known)
+        return self.stream_elements if known > 0 else None
+
+    def _fit_data(self, epochs: float) -> tuple[Any, Optional[int]]:
+        """What one distillation reads, and its examples per epoch at most.
+
+        Short distillations (under an epoch) read successive windows of the training data
+        (arrays: a new shuffle each time; a stream: the next part), so the walk's
+        checkpoints together see all of it rather than the same first part again.
+        """
+        self.distillations += 1
+        if self.fit_stream is None:
+            max_samples = None if epochs >= 1 else max(self.p.batch_size, int(self.n_fit * epochs))
+            return (self.x_fit, self.y_fit), max_samples
+        if epochs >= 1:  # capped at its known length: the cosine schedule needs the steps per epoch
+            return self.fit_stream, self.n_fit
+        take = max(1, min(self.fit_elements, math.ceil(self.fit_elements * epochs)))
+        if self.fit_offset + take > self.fit_elements:
+            self.fit_offset = 0
+        window = self.fit_stream.after(self.fit_offset)
+        self.fit_offset += take
+        return window, take * self.per_element
 
     # ------------------------------------------------------------------ run
     def run(self) -> PassOutput:
@@ -271,13 +339,13 @@ class _Search:
     def _distil(self, model: keras.Model, epochs: float, final: bool, label: str) -> tuple[keras.Model, list[dict]]:
         p, ctx = self.p, self.ctx
         history: list[dict] = []
-        n_fit = n_samples(self.x_fit)
+        n_fit = self.n_fit
         whole = max(1, math.ceil(epochs))
-        max_samples = None if epochs >= 1 else max(p.batch_size, int(n_fit * epochs))
+        data, max_samples = self._fit_data(epochs)
         model = finetune(
-            model, (self.x_fit, self.y_fit), epochs=whole, teacher=ctx.teacher,
+            model, data, epochs=whole, teacher=ctx.teacher,
             batch_size=p.batch_size, learning_rate=p.learning_rate, alpha=p.alpha, temperature=p.temperature,
-            max_samples=max_samples, progress=lambda m: None, seed=ctx.seed,
+            max_samples=max_samples, progress=lambda m: None, seed=ctx.seed + self.distillations,
             monitor=self.monitor if final else None, patience=p.patience,
             schedule="cosine" if final else "constant", history=history,
             **ctx.fine_tuning(model, label),
@@ -458,6 +526,9 @@ class _Search:
             "walk_end": self.walk_end,
             "cost_budget": self.cost_budget,
             "widths_original": describe_widths(self.groups, full_widths(self.groups)),
+            "training_data": {"stream": self.fit_stream is not None, "examples": int(self.n_fit),
+                              "monitor_examples": n_samples(self.monitor[0]) if self.monitor else 0},
+            "data_notes": self.data_notes,
         }
         if final.get("chosen"):
             out["chosen"] = final

@@ -132,6 +132,7 @@ def _search_section(report: "Report") -> list[str]:
                    "validation data, paired; ± is a 95% interval.")
         if step.details.get("nothing_passed"):
             out.append(f"**No candidate passed**: {step.details['nothing_passed']}.")
+        out += [f"Note: {note}." for note in step.details.get("data_notes", [])]
         out += ["", "| # | phase | widths | predicted | latency ms | bytes | accuracy | drop (points) | verdict |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for c in cands:

@@ -154,3 +154,48 @@ def test_with_time_left_it_bisects_forward_from_the_winner(digits_cnn, digits_da
     passed = [c for c in final + refine if c["verdict"] == "within budget"]
     assert d["chosen"]["index"] == max(c["index"] for c in passed)  # the cheapest that passed
     assert out.state.model.count_params() == d["chosen"]["size_bytes"]
+
+
+def _stream_ctx(model, digits_data, data):
+    from kerascompress.data.bundle import make_bundle
+
+    x, y, _, _ = digits_data
+    ctx = _ctx(model, digits_data, Judge(walk=lambda p: 0.0))
+    ctx.data = make_bundle(data, validation_data=(x[600:700], y[600:700]), calibration_samples=64, head_samples=128)
+    return ctx
+
+
+def test_a_stream_is_trained_on_whole_after_its_monitor_part(digits_cnn, digits_data):
+    """The search reads the whole stream (not just the head held as arrays), in successive windows."""
+    import tensorflow as tf
+
+    x, y, _, _ = digits_data
+    read: list[int] = []
+
+    def examples():
+        for i in range(600):
+            read.append(i)
+            yield x[i], y[i]
+
+    spec = (tf.TensorSpec((8, 8, 1), tf.float32), tf.TensorSpec((), tf.int64))
+    ds = tf.data.Dataset.from_generator(examples, output_signature=spec).batch(32)
+    ctx = _stream_ctx(digits_cnn, digits_data, ds)
+    assert ctx.data.train_stream is not None and len(ctx.data.x_train) == 128
+    read.clear()
+    out = _search(walk_epochs=0.25).apply(ModelState(digits_cnn), ctx)
+    td = out.details["training_data"]
+    assert td == {"stream": True, "examples": 600 - 64, "monitor_examples": 64}  # 2 batches of 32 held out
+    assert set(read) == set(range(600)) and not out.details["data_notes"]
+    walk = _phases(out.details, "walk")
+    assert len(walk) >= 2  # several brief distillations, each on the next quarter of the stream
+
+
+def test_an_endless_stream_leaves_the_search_its_head_and_the_report_says_so(digits_cnn, digits_data):
+    import tensorflow as tf
+
+    x, y, _, _ = digits_data
+    ctx = _stream_ctx(digits_cnn, digits_data, tf.data.Dataset.from_tensor_slices((x[:600], y[:600])).batch(32).repeat())
+    out = _search().apply(ModelState(digits_cnn), ctx)
+    assert out.details["training_data"] == {"stream": False, "examples": 128 - 12, "monitor_examples": 12}
+    (note,) = out.details["data_notes"]
+    assert "never ends" in note and "first 128 examples" in note
