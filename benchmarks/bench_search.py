@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-WORK = ROOT / "benchmarks" / "out" / "search"
+WORK = ROOT / "benchmarks" / "out" / "search"  # one folder per results name: see main()
 CACHE = Path(os.environ.get("KERASCOMPRESS_CACHE", Path.home() / ".cache" / "kerascompress")) / "bench"
 
 
@@ -236,6 +236,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a smoke run: small data, short budgets")
     ap.add_argument("--runs", default="A,B,C,D,E")
+    ap.add_argument("--name", default=None, help="results file name (default: search, or search_quick)")
     args = ap.parse_args()
     runs = set(args.runs.split(","))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -256,7 +257,9 @@ def main() -> None:
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                  "load_average_at_start": os.getloadavg()[0], "python": platform.python_version()},
                      "quick": args.quick, "complete": False, "residual_cnn": {}, "mobilenet_v2": {}}
-    name = "search_quick" if args.quick else "search"
+    name = args.name or ("search_quick" if args.quick else "search")
+    global WORK
+    WORK = WORK.parent / name
     try:
         import tensorflow as tf
 

@@ -396,6 +396,12 @@ class _Search:
             return cand["size_bytes"] <= self.cost_budget
         return point.cost <= self.cost_budget
 
+    def _epochs_that_fit(self) -> int:
+        """``final_epochs``, or fewer (at least one) when the time left holds fewer."""
+        if self.epoch_seconds is None:
+            return self.p.final_epochs
+        return max(1, min(self.p.final_epochs, int(self._time_left() // max(self.epoch_seconds, 1e-9))))
+
     def _final_seconds(self) -> float:
         """What the long distillation is expected to take at the measured speed."""
         return (self.epoch_seconds or 60.0) * self.p.final_epochs
@@ -459,10 +465,7 @@ class _Search:
             index = reach[position]
             cand0, student = self.kept[index]
             started = time.monotonic()
-            epochs = self.p.final_epochs
-            if self.epoch_seconds is not None:
-                epochs = max(1, min(epochs, int(self._time_left() // max(self.epoch_seconds, 1e-9))))
-            model, history = self._distil(student, epochs, final=True, label=f"final-{index}")
+            model, history = self._distil(student, self._epochs_that_fit(), final=True, label=f"final-{index}")
             cand = self._judge(index, path[index], model, "final", started, history)
             if cand["verdict"] == "within budget":
                 model, cand = self._refine(path, walked, index, model, cand)
@@ -492,12 +495,12 @@ class _Search:
         if not beyond or (self.cost_budget is not None and self._meets_budget(path[index], cand)):
             return model, cand
         lo, hi = index, beyond[0]
-        while hi - lo > 1 and self._time_left() > 1.2 * self._final_seconds():
+        while hi - lo > 1 and self._time_left() > self._final_seconds():  # a whole long distillation still fits
             mid = (lo + hi) // 2
             started = time.monotonic()
             narrowed = narrow(model, self.groups, self.scores, path[lo].widths, path[mid].widths,
                               self.state.model.name)
-            trial, history = self._distil(narrowed, self.p.final_epochs, final=True, label=f"refine-{mid}")
+            trial, history = self._distil(narrowed, self._epochs_that_fit(), final=True, label=f"refine-{mid}")
             result = self._judge(mid, path[mid], trial, "refine", started, history)
             if result["verdict"] == "within budget":
                 lo, model, cand = mid, trial, result
