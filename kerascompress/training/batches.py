@@ -22,6 +22,9 @@ from kerascompress.errors import DataError
 
 #: Global batch size when the data does not come batched and the caller gives none.
 DEFAULT_BATCH_SIZE = 64
+#: Training arrays up to this size are fed as tensors, one shuffled copy per epoch; larger
+#: ones through a generator (no second copy, but Python runs in tf.data's threads).
+_TENSOR_SLICES_BYTES = 1 << 30
 
 
 class Batches:
@@ -104,13 +107,25 @@ def _from_arrays(x: Any, y: Optional[Any], seed: int, batch_size: Optional[int],
     signature = tuple(tf.nest.map_structure(
         lambda a: tf.TensorSpec((None,) + np.shape(a)[1:], tf.as_dtype(np.asarray(a[:1]).dtype)), p) for p in parts)
 
+    total = n_rows(x)
+
+    def epoch_order(epoch: int) -> np.ndarray:
+        """This epoch's examples, batch by batch: a shuffle of all rows (the first ``n`` of it), each batch sorted."""
+        order = np.random.default_rng([seed, epoch]).permutation(total)[:n]
+        # sorted within a batch: contiguous reads; the order within a batch is irrelevant
+        return np.concatenate([np.sort(order[start:start + bs]) for start in range(0, n, bs)])
+
     def batches(epoch: int) -> Iterator[tuple]:
-        order = np.random.default_rng([seed, epoch]).permutation(n)
+        order = epoch_order(epoch)
         for start in range(0, n, bs):
-            idx = np.sort(order[start:start + bs])  # sorted: contiguous reads; the order within a batch is irrelevant
-            yield tuple(_take_rows(p, idx) for p in parts)
+            yield tuple(_take_rows(p, order[start:start + bs]) for p in parts)
+
+    in_memory = sum(np.asarray(a).nbytes for p in parts for a in tf.nest.flatten(p)) <= _TENSOR_SLICES_BYTES
 
     def make(epoch: int) -> Any:
+        if in_memory:  # no Python in TensorFlow's threads (from_generator's py_func): the epoch's rows as tensors
+            rows = tuple(_take_rows(p, epoch_order(epoch)) for p in parts)
+            return tf.data.Dataset.from_tensor_slices(rows).batch(bs)
         return tf.data.Dataset.from_generator(lambda: batches(epoch), output_signature=signature)
 
     def samples(k: int) -> tuple[Any, Optional[Any]]:
