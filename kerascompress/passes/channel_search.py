@@ -228,6 +228,7 @@ class _Search:
             if int(stream.dataset().cardinality()) == int(tf.data.INFINITE_CARDINALITY):
                 return None
             self.ctx.progress("channel search: counting the training stream once (its length is not known)")
+
             def count(state: Any, element: Any) -> Any:
                 rows = tf.shape(tf.nest.flatten(element)[0])[0] if stream.batched else 1
                 return state[0] + 1, state[1] + tf.cast(rows, tf.int64)
